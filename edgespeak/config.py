@@ -1,0 +1,207 @@
+"""Configuration: one frozen pydantic-settings tree.
+
+Sources, strongest first: environment ``EDGESPEAK_<SECTION>__<KEY>`` (``EDGESPEAK_NODE_ID`` for
+top-level keys), then the TOML file (``--config PATH``, else ``/etc/edgespeak/config.toml`` when
+it exists), then the defaults below. Every key is documented in ``config.example.toml``.
+Unknown keys and bad values raise :class:`~edgespeak.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from edgespeak.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/edgespeak/config.toml")
+AudioFormat = Literal["pcm", "wav", "opus"]
+
+
+def sanitise_node_id(name: str) -> str:
+    """Turn a host name into an MQTT-topic- and Home-Assistant-safe id: ``[a-z0-9_-]+``."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "_", name.strip().lower()).strip("_")
+    return cleaned or "edgespeak"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Section):
+    """The broker link."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = "edgespeak"
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    @field_validator("prefix")
+    @classmethod
+    def _no_wildcards(cls, value: str) -> str:
+        if not value or any(c in value for c in "#+") or value.startswith("/"):
+            raise ValueError("must be a non-empty topic level without '#', '+' or a leading '/'")
+        return value.rstrip("/")
+
+
+class TtsConfig(_Section):
+    """The TTS provider: a Fish-live-protocol WebSocket endpoint.
+
+    ``url`` None means the embedded default: edgespeak's own local server at ``[server]``.
+    """
+
+    url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "s1"
+    format: AudioFormat = "pcm"
+    sample_rate: int | None = Field(22050, ge=8000, le=48000)
+    reference_id: str | None = None
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_audio_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_s: float = Field(20.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _ws_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @property
+    def rate_hz(self) -> int:
+        """Sample rate of the audio that comes back, Hz (opus is always 48000; None → 44100)."""
+        if self.format == "opus":
+            return 48000
+        return self.sample_rate or 44100
+
+
+class AudioConfig(_Section):
+    """The ALSA output."""
+
+    device: str = "default"
+    period_ms: int = Field(20, ge=5, le=200)
+    periods: int = Field(4, ge=2, le=32)
+    queue_chunks: int = Field(64, ge=2, le=4096)
+
+
+class CacheConfig(_Section):
+    """The phrase cache (first cut: complete streams stored as WAV)."""
+
+    enabled: bool = True
+    dir: Path = Path("/var/cache/edgespeak")
+
+
+class ServerConfig(_Section):
+    """``edgespeak serve``: the local Fish-live-protocol server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    token: SecretStr | None = None
+    voice: str = "en"
+    close_after_finish: bool = False
+    max_text_chars: int = Field(5000, ge=1)
+
+
+class DaemonConfig(_Section):
+    """Announcement handling in ``edgespeak run``."""
+
+    queue_max: int = Field(20, ge=1, le=1000)
+
+
+class Settings(BaseSettings):
+    """The whole configuration; frozen after load."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGESPEAK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    node_id: str = Field(default_factory=lambda: sanitise_node_id(socket.gethostname()))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttConfig = MqttConfig()
+    tts: TtsConfig = TtsConfig()
+    audio: AudioConfig = AudioConfig()
+    cache: CacheConfig = CacheConfig()
+    server: ServerConfig = ServerConfig()
+    daemon: DaemonConfig = DaemonConfig()
+
+    @field_validator("node_id")
+    @classmethod
+    def _safe_node_id(cls, value: str) -> str:
+        if value != sanitise_node_id(value):
+            raise ValueError(f"must match [a-z0-9_-]+ (try {sanitise_node_id(value)!r})")
+        return value
+
+    @property
+    def tts_url(self) -> str:
+        """The provider WebSocket URL; the local server's when ``[tts] url`` is unset."""
+        if self.tts.url:
+            return self.tts.url
+        host = "127.0.0.1" if self.server.host in ("0.0.0.0", "") else self.server.host
+        return f"ws://{host}:{self.server.port}/v1/tts/live"
+
+    @property
+    def tts_token(self) -> SecretStr | None:
+        """Bearer token for the provider: ``[tts] api_key``, else the local server's token."""
+        if self.tts.url is None and self.tts.api_key is None:
+            return self.server.token
+        return self.tts.api_key
+
+
+def load_config(path: Path | None = None) -> Settings:
+    """Load the configuration from ``path`` (or the default path when it exists) and the env.
+
+    Raises ConfigError naming the offending key (``mqtt.port: …``) for unknown keys, bad values,
+    an unreadable file or bad TOML.
+    """
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    toml_path = path
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    try:
+        return _Loaded()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {_describe(err)}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration ({toml_path or 'env'}): {problems}") from None
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"cannot read config file {toml_path}: {exc}") from None
+
+
+def _describe(err: object) -> str:
+    assert isinstance(err, dict)
+    if err.get("type") == "extra_forbidden":
+        return "unknown key"
+    return str(err.get("msg", "invalid value"))
