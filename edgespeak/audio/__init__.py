@@ -1,0 +1,1 @@
+"""Audio formats: an incremental Ogg reader/writer and an Ogg Opus decoder/encoder."""
