@@ -1,0 +1,190 @@
+"""The local Fish-live-protocol server (aiohttp), ``GET /v1/tts/live``.
+
+Protocol as in shared/protocols.md §1: per session ``start`` → ``text``* / ``flush``* →
+``stop``; the server answers ``audio``* then exactly one ``finish``. Several sessions may follow
+one another on one connection unless ``close_after_finish`` is set (the official cloud's
+documented behaviour), so clients can be tested against both. Messages are handled in order by
+one worker per connection while a reader keeps receiving (pings, close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from edgespeak.config import ServerConfig
+from edgespeak.errors import EdgespeakError
+from edgespeak.server.espeak import EspeakEngine
+from edgespeak.server.output import OutputStream, UnsupportedRequest
+from edgespeak.tts import fish_protocol as fp
+
+log = logging.getLogger(__name__)
+
+_END = object()  # reader → worker: the socket closed
+
+
+class _Failed:
+    """A session that already got ``finish`` reason ``error``: its remaining messages are
+    swallowed up to its ``stop``."""
+
+
+_FAILED = _Failed()
+
+
+class SessionError(Exception):
+    """A session must end with ``finish`` reason ``error`` and this message."""
+
+
+class _Session:
+    """One start…stop session's state."""
+
+    def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
+        self.voice = request.get("reference_id") or None
+        try:
+            self.output = OutputStream(
+                str(request.get("format", "mp3")),
+                request.get("sample_rate"),
+                engine.rate_hz,
+                request.get("opus_bitrate", -1000),
+            )
+        except UnsupportedRequest as exc:
+            raise SessionError(str(exc)) from None
+        self.buffer = ""
+        self.chars = 0
+
+
+class LiveHandler:
+    """Serves ``/v1/tts/live`` with one engine; ``config`` gives token, limits, lifetime."""
+
+    def __init__(self, config: ServerConfig, engine: EspeakEngine) -> None:
+        self._config = config
+        self._engine = engine
+
+    def _authorised(self, request: web.Request) -> bool:
+        if self._config.token is None:
+            return True
+        expected = f"Bearer {self._config.token.get_secret_value()}"
+        return hmac.compare_digest(request.headers.get("Authorization", ""), expected)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Upgrade to a WebSocket (401 without the right bearer token) and serve sessions."""
+        if not self._authorised(request):
+            raise web.HTTPUnauthorized(text="invalid or missing bearer token")
+        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        worker = asyncio.create_task(self._work(ws, inbox))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await inbox.put(msg.data)
+                elif msg.type == WSMsgType.TEXT:
+                    await inbox.put(msg.data.encode())
+        finally:
+            await inbox.put(_END)
+            if ws.closed:
+                worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        return ws
+
+    async def _work(self, ws: web.WebSocketResponse, inbox: asyncio.Queue[object]) -> None:
+        session: _Session | _Failed | None = None
+        while (item := await inbox.get()) is not _END:
+            assert isinstance(item, bytes)
+            before = session
+            try:
+                session = await self._step(ws, session, fp.decode(item))
+                finished = isinstance(before, _Session) and session is None
+            except (SessionError, EdgespeakError) as exc:
+                log.warning("session failed: %s", exc)
+                await ws.send_bytes(fp.finish("error", message=str(exc)))
+                # The client may still send the rest of this session; swallow it up to 'stop'.
+                session, finished = (_FAILED if before is not None else None), True
+            if finished and self._config.close_after_finish:
+                await ws.close()
+                return
+
+    async def _step(
+        self, ws: web.WebSocketResponse, session: _Session | _Failed | None, msg: fp.Message
+    ) -> _Session | _Failed | None:
+        if isinstance(session, _Failed):
+            if msg.event == "start":
+                session = None
+            else:
+                return None if msg.event == "stop" else session
+        match msg.event:
+            case "start":
+                if session is not None:
+                    raise SessionError("'start' while a session is open")
+                request = msg.body.get("request")
+                if not isinstance(request, dict):
+                    raise SessionError("'start' needs a 'request' map")
+                return _Session(request, self._engine)
+            case "text" | "flush" | "stop" if session is None:
+                raise SessionError(f"{msg.event!r} before 'start'")
+            case "text":
+                chunk = msg.body.get("text")
+                if not isinstance(chunk, str):
+                    raise SessionError("'text' needs a string 'text'")
+                assert session is not None
+                session.chars += len(chunk)
+                if session.chars > self._config.max_text_chars:
+                    raise SessionError(
+                        f"session text exceeds {self._config.max_text_chars} characters"
+                    )
+                session.buffer += chunk
+                return session
+            case "flush":
+                assert session is not None
+                await self._speak(ws, session)
+                return session
+            case "stop":
+                assert session is not None
+                await self._speak(ws, session)
+                tail = session.output.close()
+                if tail:
+                    await ws.send_bytes(fp.audio(tail))
+                await ws.send_bytes(fp.finish("stop"))
+                return None
+            case _:
+                log.debug("ignoring unknown event %r", msg.event)
+                return session
+
+    async def _speak(self, ws: web.WebSocketResponse, session: _Session) -> None:
+        text, session.buffer = session.buffer.strip(), ""
+        if not text:
+            return
+        async for pcm in self._engine.synthesize(text, session.voice):
+            encoded = session.output.write(pcm)
+            if encoded:
+                await ws.send_bytes(fp.audio(encoded))
+
+
+def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
+    """The aiohttp application serving ``/v1/tts/live``."""
+    handler = LiveHandler(config, engine or EspeakEngine(voice=config.voice))
+    app = web.Application()
+    app.router.add_get(fp.LIVE_PATH, handler.handle)
+    return app
+
+
+async def serve(config: ServerConfig) -> None:
+    """Serve until cancelled; prints ``listening on ws://HOST:PORT/v1/tts/live`` once bound
+    (``[server] port = 0`` picks a free port, and this line tells which)."""
+    runner = web.AppRunner(build_app(config), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    server = site._server
+    port = server.sockets[0].getsockname()[1] if server is not None else config.port
+    print(f"edgespeak serve: listening on ws://{config.host}:{port}{fp.LIVE_PATH}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,100 @@
+"""espeak-ng engine: text → bytes of s16le mono PCM at 22050 Hz, streamed as it synthesises.
+
+Runs ``espeak-ng --stdout`` (Debian package ``espeak-ng``) with the text on stdin, so text that
+starts with ``-`` is never taken for an option; its WAV header is parsed and the PCM that
+follows is yielded chunk by chunk while espeak-ng is still working on later clauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+
+from edgespeak.audio.formats import WavStreamDecoder
+from edgespeak.errors import TtsError, TtsProtocolError
+
+ESPEAK_RATE_HZ = 22050
+READ_BYTES = 4096
+
+
+class EngineError(TtsError):
+    """The engine failed (not installed, unknown voice, crashed)."""
+
+
+class EspeakEngine:
+    """Streams speech from the ``espeak-ng`` binary.
+
+    ``voice`` is an espeak-ng voice name (``en``, ``en-us``, ``de`` …), used when a request
+    names none.
+    """
+
+    rate_hz = ESPEAK_RATE_HZ
+
+    def __init__(self, voice: str = "en", binary: str = "espeak-ng") -> None:
+        path = shutil.which(binary)
+        if path is None:
+            raise EngineError(f"{binary} is not installed (apt-get install espeak-ng)")
+        self._binary = path
+        self.voices = _list_voices(path)
+        self.voice = self.check_voice(voice)
+
+    def check_voice(self, voice: str) -> str:
+        """Return ``voice`` if espeak-ng has it (language code, name or file, optionally with a
+        ``+variant``), else raise EngineError. espeak-ng itself would guess (``no-such-voice``
+        speaks Norwegian), so an unknown voice is refused here instead."""
+        if voice.split("+", 1)[0].lower() not in self.voices:
+            raise EngineError(f"unknown voice {voice!r}; see `espeak-ng --voices` for the list")
+        return voice
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
+        """Yield bytes of s16le mono PCM at 22050 Hz for ``text``, as espeak-ng produces them.
+
+        Raises EngineError when espeak-ng fails (e.g. an unknown voice), with its message.
+        The process is killed if the consumer stops early.
+        """
+        voice = self.check_voice(voice) if voice else self.voice
+        proc = await asyncio.create_subprocess_exec(
+            self._binary, "--stdout", "-b", "1", "-v", voice,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            proc.stdin.write(text.encode("utf-8"))
+            proc.stdin.close()
+            wav = WavStreamDecoder()
+            while chunk := await proc.stdout.read(READ_BYTES):
+                pcm = wav.feed(chunk)
+                if pcm:
+                    yield pcm
+            stderr = (await proc.stderr.read()).decode("utf-8", "replace").strip()
+            if await proc.wait() != 0:
+                raise EngineError(f"espeak-ng failed: {stderr or 'exit ' + str(proc.returncode)}")
+            if wav.rate_hz is not None and wav.rate_hz != ESPEAK_RATE_HZ:
+                raise TtsProtocolError(f"espeak-ng produced {wav.rate_hz} Hz, expected 22050")
+            tail = wav.finish()
+            if tail:
+                yield tail
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+
+def _list_voices(binary: str) -> frozenset[str]:
+    """Lower-cased language codes, names and files from ``espeak-ng --voices``."""
+    out = subprocess.run([binary, "--voices"], capture_output=True, text=True, check=False)
+    names: set[str] = set()
+    for line in out.stdout.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 5:  # Pty Language Age/Gender VoiceName File [Other Languages]
+            language, name, file = fields[1], fields[3], fields[4]
+            names.update(v.lower() for v in (language, name, file, file.rsplit("/", 1)[-1]))
+    if not names:
+        raise EngineError(f"espeak-ng lists no voices: {out.stderr.strip()}")
+    return frozenset(names)

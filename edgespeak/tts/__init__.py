@@ -1,0 +1,1 @@
+"""TTS providers: protocol messages and clients."""
