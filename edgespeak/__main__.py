@@ -1,0 +1,5 @@
+"""``python -m edgespeak`` = the ``edgespeak`` command."""
+
+from edgespeak.cli import main
+
+raise SystemExit(main())

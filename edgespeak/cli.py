@@ -1,0 +1,83 @@
+"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from edgespeak import __version__
+from edgespeak.config import Settings, load_config
+from edgespeak.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgespeak", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edgespeak {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help)
+        cmd.add_argument("--config", type=Path, help="TOML config (default /etc/edgespeak/…)")
+        cmd.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+        return cmd
+
+    add("run", "run the daemon: MQTT announcements → TTS → ALSA")
+    add("serve", "run the local TTS server (Fish live protocol, espeak-ng)")
+    say = add("say", "publish an announcement to this node and wait until it was spoken")
+    say.add_argument("text")
+    say.add_argument("--voice", help="voice (Fish reference_id / espeak-ng voice)")
+    say.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    demo = add("demo", "start a broker, the local server and the daemon; speak the examples")
+    demo.add_argument(
+        "--announcements",
+        type=Path,
+        default=Path("examples/announcements.txt"),
+        help="one announcement per line (default examples/announcements.txt)",
+    )
+    demo.add_argument("--output", type=Path, default=Path("edgespeak-demo.wav"),
+                      help="WAV written when the machine has no sound card")  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_config(args.config)
+    except ConfigError as exc:
+        print(f"edgespeak: {exc}", file=sys.stderr)
+        return 2
+    level = args.log_level or settings.log_level
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_dispatch(args, settings))
+    return 130
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    match args.command:
+        case "run":
+            from edgespeak.daemon import run
+
+            await run(settings)
+            return 0
+        case "serve":
+            from edgespeak.server.app import serve
+
+            await serve(settings.server)
+            return 0
+        case "say":
+            from edgespeak.say import say
+
+            return await say(settings, args.text, voice=args.voice, timeout_s=args.timeout)
+        case "demo":
+            from edgespeak.demo import demo
+
+            return await demo(settings, args.announcements, args.output, args.config)
+    raise AssertionError(args.command)

@@ -1,0 +1,105 @@
+"""``edgespeak run``: the supervisor tying the broker link, the TTS client and the player together.
+
+MQTT messages are parsed on arrival (a bad payload yields a ``failed`` event at once) and valid
+announcements go to a bounded queue (full → ``failed`` with "queue full"), spoken one at a time
+in arrival order. SIGTERM/SIGINT stop the daemon: ``offline`` is published, the PCM is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+
+from edgespeak.announcement import Announcement, parse_payload
+from edgespeak.audio.alsa import AlsaSink
+from edgespeak.cache import PhraseCache
+from edgespeak.config import Settings
+from edgespeak.errors import PayloadError
+from edgespeak.events import Event
+from edgespeak.mqtt import MqttLink
+from edgespeak.speaker import Speaker
+from edgespeak.tts.fish import FishLiveClient
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """Runs until :meth:`stop` (or SIGTERM/SIGINT when started through :func:`run`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.link = MqttLink(settings, self._on_announce)
+        self._queue: asyncio.Queue[Announcement] = asyncio.Queue(settings.daemon.queue_max)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the daemon to shut down gracefully."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until stopped. The TTS connection is warmed at once, before any announcement."""
+        s = self.settings
+        sink = AlsaSink(s.audio.device, s.audio.period_ms, s.audio.periods, s.audio.queue_chunks)
+        cache = PhraseCache(s.cache.dir) if s.cache.enabled else None
+        tts = FishLiveClient(
+            s.tts_url,
+            token=s.tts_token,
+            model=s.tts.model,
+            connect_timeout_s=s.tts.connect_timeout_s,
+            first_audio_timeout_s=s.tts.first_audio_timeout_s,
+            heartbeat_s=s.tts.heartbeat_s,
+            reconnect_max_s=s.mqtt.reconnect_max_s,
+        )
+        try:
+            async with tts:
+                speaker = Speaker(s, tts, sink, cache, self.link.publish_event)
+                link_task = asyncio.create_task(self.link.run(), name="mqtt")
+                worker = asyncio.create_task(self._work(speaker), name="speaker")
+                stop_task = asyncio.create_task(self._stopping.wait())
+                done, _ = await asyncio.wait(
+                    {link_task, worker, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done - {stop_task}:
+                    task.result()  # a crashed task is a bug: let it surface
+                await self.link.close()
+                for task in (link_task, worker, stop_task):
+                    task.cancel()
+                for task in (link_task, worker, stop_task):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            await asyncio.to_thread(sink.close)
+            log.info("stopped")
+
+    async def _on_announce(self, payload: bytes, topic: str, received_at: float) -> None:
+        try:
+            ann = parse_payload(payload, received_at=received_at, topic=topic)
+        except PayloadError as exc:
+            ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
+            log.warning("bad payload on %s (id %s): %s", topic, ann_id, exc)
+            await self.link.publish_event(Event(ann_id, "failed", error=str(exc)))
+            return
+        await self.link.publish_event(Event(ann.id, "received"))
+        try:
+            self._queue.put_nowait(ann)
+        except asyncio.QueueFull:
+            error = f"queue full ({self._queue.maxsize} announcements waiting)"
+            log.warning("dropping %s: %s", ann.id, error)
+            await self.link.publish_event(Event(ann.id, "failed", error=error))
+
+    async def _work(self, speaker: Speaker) -> None:
+        while True:
+            ann = await self._queue.get()
+            await speaker.speak(ann)
+
+
+async def run(settings: Settings) -> None:
+    """Run a daemon with SIGTERM/SIGINT handlers installed."""
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.stop)
+    await daemon.run()

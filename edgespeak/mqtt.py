@@ -1,0 +1,150 @@
+"""The broker link (aiomqtt): subscribe to announce topics, publish events and availability.
+
+Topics (``<prefix>`` and ``<node_id>`` from config):
+- in: ``<prefix>/<node_id>/announce`` and ``<prefix>/all/announce``, QoS 1;
+- out: ``<prefix>/<node_id>/event`` (JSON events, QoS 1) and ``<prefix>/<node_id>/availability``
+  (``online``/``offline``, retained; ``offline`` is also the MQTT will).
+The session is persistent (clean session off, fixed client id) so QoS 1 announcements published
+during a short disconnect are delivered after reconnect. Retained announcements are dropped:
+they would replay old speech at every start. Reconnects by itself with jittered capped backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from edgespeak.config import Settings
+from edgespeak.events import Event
+
+log = logging.getLogger(__name__)
+
+OnAnnounce = Callable[[bytes, str, float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one node."""
+
+    prefix: str
+    node_id: str
+
+    @property
+    def announce(self) -> list[str]:
+        return [f"{self.prefix}/{self.node_id}/announce", f"{self.prefix}/all/announce"]
+
+    @property
+    def event(self) -> str:
+        return f"{self.prefix}/{self.node_id}/event"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.prefix}/{self.node_id}/availability"
+
+
+def make_client(settings: Settings, *, identifier: str | None, **kwargs: object) -> aiomqtt.Client:
+    """An aiomqtt client for ``[mqtt]`` (host, port, credentials, keepalive)."""
+    mqtt = settings.mqtt
+    return aiomqtt.Client(
+        mqtt.host,
+        mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        identifier=identifier,
+        keepalive=mqtt.keepalive_s,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+class MqttLink:
+    """Runs the broker connection; calls ``on_announce(payload, topic, received_at)`` per
+    non-retained announce message, ``received_at`` being ``time.monotonic()`` seconds."""
+
+    def __init__(self, settings: Settings, on_announce: OnAnnounce) -> None:
+        self._settings = settings
+        self.topics = Topics(settings.mqtt.prefix, settings.node_id)
+        self._on_announce = on_announce
+        self._client: aiomqtt.Client | None = None
+        self.connected_once = False
+
+    @property
+    def connected(self) -> bool:
+        """True while subscribed and able to publish."""
+        return self._client is not None
+
+    async def publish_event(self, event: Event) -> None:
+        """Publish ``event`` (QoS 1). While disconnected the event is logged and dropped."""
+        client = self._client
+        if client is None:
+            log.debug("broker down; event not published: %s", event)
+            return
+        try:
+            await client.publish(self.topics.event, event.to_json(), qos=1)
+        except aiomqtt.MqttError as exc:
+            log.warning("could not publish event for %s: %s", event.id, exc)
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect forever (cancel to stop)."""
+        while True:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(aiomqtt.MqttError),
+                wait=wait_exponential_jitter(initial=0.5, max=self._settings.mqtt.reconnect_max_s),
+                before_sleep=self._log_retry,
+            ):
+                with attempt:
+                    await self._session()
+
+    def _log_retry(self, state: object) -> None:
+        attempt = getattr(state, "attempt_number", 1)
+        outcome = getattr(state, "outcome", None)
+        exc = outcome.exception() if outcome is not None else None
+        level = logging.WARNING if attempt == 1 else logging.DEBUG
+        mqtt = self._settings.mqtt
+        where = f"{mqtt.host}:{mqtt.port}"
+        log.log(level, "broker %s unreachable (attempt %d): %s", where, attempt, exc)
+
+    async def _session(self) -> None:
+        """One connection. Raises MqttError if it cannot connect; returns when it drops."""
+        will = aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True)
+        client = make_client(
+            self._settings,
+            identifier=f"edgespeak-{self._settings.node_id}",
+            clean_session=False,
+            will=will,
+        )
+        async with client:
+            await client.subscribe([(topic, 1) for topic in self.topics.announce])
+            await client.publish(self.topics.availability, b"online", qos=1, retain=True)
+            self._client = client
+            self.connected_once = True
+            log.info("connected to broker, listening on %s", ", ".join(self.topics.announce))
+            try:
+                async for message in client.messages:
+                    received_at = time.monotonic()
+                    if message.retain:
+                        log.info("ignoring retained announcement on %s", message.topic)
+                        continue
+                    payload = message.payload
+                    if not isinstance(payload, bytes | bytearray):
+                        payload = str(payload).encode() if payload is not None else b""
+                    await self._on_announce(bytes(payload), str(message.topic), received_at)
+            except aiomqtt.MqttError as exc:
+                log.warning("lost the broker: %s; reconnecting", exc)
+                return  # connected once: the next attempt starts a fresh backoff
+            finally:
+                self._client = None
+
+    async def close(self) -> None:
+        """Publish ``offline`` (retained) if connected; the context exit then disconnects."""
+        if self._client is not None:
+            try:
+                await self._client.publish(
+                    self.topics.availability, b"offline", qos=1, retain=True, timeout=2
+                )
+            except aiomqtt.MqttError as exc:
+                log.debug("could not publish offline: %s", exc)
