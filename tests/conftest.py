@@ -1,0 +1,264 @@
+"""Real parts for the tests: Mosquitto, the local TTS server, the daemon, ALSA file capture.
+
+Every service is started here on a loopback ephemeral port and stopped after the test.
+Readiness is waited for on the real condition (a port accepting, a line printed, a retained
+``online`` message), never with a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout_s: float = STARTUP_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)  # polling the real condition, bounded by the deadline
+    raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Broker:
+    """A Mosquitto broker on 127.0.0.1:port; :meth:`restart` keeps the port."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(free_port(), tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+@dataclass
+class TtsServer:
+    """``edgespeak serve`` as a subprocess on a fixed ephemeral port."""
+
+    port: int
+    workdir: Path
+    env: dict[str, str]
+    close_after_finish: bool = False
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/tts/live"
+
+    def start(self) -> None:
+        cfg = self.workdir / "server.toml"
+        cfg.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f"close_after_finish = {str(self.close_after_finish).lower()}\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgespeak", "serve", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=open(self.workdir / "server.log", "a"),
+            text=True,
+            env=self.env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, f"server did not start: {line!r}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESPEAK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def tts_server(tmp_path: Path) -> Iterator[TtsServer]:
+    server = TtsServer(free_port(), tmp_path, base_env())
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class AlsaCapture:
+    """An ALSA ``file`` PCM over ``null``: every byte handed to ALSA lands in ``path``."""
+
+    conf: Path
+    path: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{self.conf}"}
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def read(self, start: int = 0) -> bytes:
+        return self.path.read_bytes()[start:]
+
+
+def write_capture_conf(conf: Path, raw: Path) -> None:
+    conf.write_text(
+        'pcm.capture {\n type file\n slave.pcm "null"\n'
+        f' file "{raw}"\n format "raw"\n}}\n'
+        'pcm.!default {\n type plug\n slave.pcm "capture"\n}\n'
+    )
+
+
+@pytest.fixture
+def alsa_capture(tmp_path: Path) -> AlsaCapture:
+    cap = AlsaCapture(tmp_path / "asound.conf", tmp_path / "capture.raw")
+    write_capture_conf(cap.conf, cap.path)
+    return cap
+
+
+@dataclass
+class Watcher:
+    """An MQTT client on the daemon's topics: publishes announcements, collects events."""
+
+    client: aiomqtt.Client
+    node: str = "testnode"
+    events: list[dict[str, Any]] = field(default_factory=list)
+    online: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def pump(self) -> None:
+        async for message in self.client.messages:
+            topic = str(message.topic)
+            if topic.endswith("/availability"):
+                if message.payload == b"online":
+                    self.online.set()
+                else:
+                    self.online.clear()
+            elif topic.endswith("/event"):
+                async with self._changed:
+                    self.events.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
+                    self._changed.notify_all()
+
+    async def announce(self, payload: str | bytes, *, retain: bool = False) -> None:
+        await self.client.publish(f"edgespeak/{self.node}/announce", payload, qos=1, retain=retain)
+
+    async def wait(self, *states: str, ann_id: str | None = None, after: int = 0,
+                   timeout_s: float = 30.0) -> dict[str, Any]:  # fmt: skip
+        """The first event from index ``after`` on in one of ``states`` (of ``ann_id`` if given)."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            while True:
+                for event in self.events[after:]:
+                    if event.get("state") in states and ann_id in (None, event.get("id")):
+                        return event
+                await self._changed.wait()
+
+    async def say(self, text: str, ann_id: str) -> dict[str, Any]:
+        """Announce ``text`` as JSON with ``ann_id``; its ``finished`` or ``failed`` event."""
+        await self.announce(json.dumps({"text": text, "id": ann_id}))
+        return await self.wait("finished", "failed", ann_id=ann_id)
+
+    def states(self, ann_id: str) -> list[str]:
+        return [e["state"] for e in self.events if e.get("id") == ann_id]
+
+
+@contextlib.asynccontextmanager
+async def watching(port: int) -> AsyncIterator[Watcher]:
+    """A :class:`Watcher` connected to the broker on ``port`` (waits for the daemon online)."""
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe("edgespeak/testnode/#", qos=1)
+        watcher = Watcher(client)
+        task = asyncio.create_task(watcher.pump())
+        try:
+            async with asyncio.timeout(STARTUP_S):
+                await watcher.online.wait()
+            yield watcher
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def daemon_config(
+    path: Path, *, broker_port: int, tts_url: str, cache_dir: Path, fmt: str = "pcm",
+    rate: int = 22050, extra: str = "",
+) -> Path:  # fmt: skip
+    path.write_text(
+        f'node_id = "testnode"\n[mqtt]\nport = {broker_port}\nreconnect_max_s = 1.0\n'
+        f'[tts]\nurl = "{tts_url}"\nformat = "{fmt}"\nsample_rate = {rate}\n'
+        "connect_timeout_s = 2.0\nfirst_audio_timeout_s = 5.0\n"
+        f'[cache]\ndir = "{cache_dir}"\n[audio]\ndevice = "default"\n{extra}'
+    )
+    return path
+
+
+@contextlib.contextmanager
+def daemon_process(config: Path, capture: AlsaCapture, workdir: Path) -> Iterator[Path]:
+    """Run ``edgespeak run`` with ALSA going to ``capture``; yields its log file's path."""
+    log = workdir / "daemon.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgespeak", "run", "--config", str(config), "--log-level", "DEBUG"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+        env=base_env() | capture.env,
+    )
+    try:
+        yield log
+    finally:
+        stop(proc)

@@ -1,0 +1,39 @@
+"""Test helpers that talk to the real server as an independent client."""
+
+from __future__ import annotations
+
+import aiohttp
+import numpy as np
+import ormsgpack
+
+from edgespeak.tts.fish_protocol import split_first_sentence
+
+
+async def server_audio(url: str, text: str, *, fmt: str, rate: int | None) -> bytes:
+    """What the server sends for ``text``: the concatenated ``audio`` of one session, read
+    with a plain aiohttp + ormsgpack client (not edgespeak's own), sending the same session
+    the daemon sends: first sentence, ``flush``, the rest, ``stop``."""
+    request = {"text": "", "format": fmt, "sample_rate": rate, "reference_id": None}
+    first, rest = split_first_sentence(text)
+    messages = [{"event": "start", "request": request}, {"event": "text", "text": first},
+                {"event": "flush"}, {"event": "text", "text": rest}, {"event": "stop"}]  # fmt: skip
+    out = bytearray()
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        for msg in messages:
+            await ws.send_bytes(ormsgpack.packb(msg))
+        async for frame in ws:
+            body = ormsgpack.unpackb(frame.data)
+            if body["event"] == "audio":
+                out += body["audio"]
+            elif body["event"] == "finish":
+                assert body["reason"] == "stop", body
+                return bytes(out)
+    raise AssertionError("socket closed before finish")
+
+
+def snr_db(reference: bytes, test: bytes) -> float:
+    """Signal-to-noise ratio in dB of ``test`` against ``reference`` (s16le, same length)."""
+    ref = np.frombuffer(reference, dtype="<i2").astype(np.float64)
+    out = np.frombuffer(test, dtype="<i2").astype(np.float64)
+    noise = np.sum((ref - out) ** 2)
+    return float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-9)))
