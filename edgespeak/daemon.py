@@ -55,7 +55,7 @@ class Daemon:
         )
         try:
             async with tts:
-                speaker = Speaker(s, tts, sink, cache, self.link.publish_event)
+                speaker = Speaker(s, tts, sink, cache, self.link.post_event)
                 link_task = asyncio.create_task(self.link.run(), name="mqtt")
                 worker = asyncio.create_task(self._work(speaker), name="speaker")
                 stop_task = asyncio.create_task(self._stopping.wait())
@@ -74,21 +74,22 @@ class Daemon:
             await asyncio.to_thread(sink.close)
             log.info("stopped")
 
-    async def _on_announce(self, payload: bytes, topic: str, received_at: float) -> None:
+    def _on_announce(self, payload: bytes, topic: str, received_at: float) -> None:
         try:
             ann = parse_payload(payload, received_at=received_at, topic=topic)
         except PayloadError as exc:
             ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
             log.warning("bad payload on %s (id %s): %s", topic, ann_id, exc)
-            await self.link.publish_event(Event(ann_id, "failed", error=str(exc)))
+            self.link.post_event(Event(ann_id, "failed", error=str(exc)))
             return
-        await self.link.publish_event(Event(ann.id, "received"))
         try:
             self._queue.put_nowait(ann)
         except asyncio.QueueFull:
             error = f"queue full ({self._queue.maxsize} announcements waiting)"
             log.warning("dropping %s: %s", ann.id, error)
-            await self.link.publish_event(Event(ann.id, "failed", error=error))
+            self.link.post_event(Event(ann.id, "failed", error=error))
+            return
+        self.link.post_event(Event(ann.id, "received"))
 
     async def _work(self, speaker: Speaker) -> None:
         while True:

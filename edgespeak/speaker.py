@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from edgespeak.announcement import Announcement
 from edgespeak.audio.alsa import AlsaSink, Playback, Utterance
@@ -22,7 +22,7 @@ from edgespeak.tts import fish_protocol as fp
 from edgespeak.tts.fish import FishLiveClient
 
 log = logging.getLogger(__name__)
-Publish = Callable[[Event], Awaitable[None]]
+Publish = Callable[[Event], None]
 
 
 class Speaker:
@@ -73,7 +73,7 @@ class Speaker:
                 if tee is not None:
                     tee.commit()
         except EdgespeakError as exc:
-            return await self._fail(ann, str(exc), source)
+            return self._fail(ann, str(exc), source)
         event = Event(
             ann.id,
             "finished",
@@ -88,7 +88,7 @@ class Speaker:
             event.ttfa_ms or 0,
             playback.duration_s,
         )
-        await self._publish(event)
+        self._publish(event)
         return event
 
     def _decoded(self, ann: Announcement) -> tuple[AsyncIterator[bytes], Callable[[], int | None]]:
@@ -150,12 +150,12 @@ class Speaker:
         except EdgespeakError:
             return
         ttfa = round((first - ann.received_at) * 1000, 1)
-        await self._publish(Event(ann.id, "playing", source=source, ttfa_ms=ttfa))
+        self._publish(Event(ann.id, "playing", source=source, ttfa_ms=ttfa))
 
-    async def _fail(self, ann: Announcement, error: str, source: Source | None) -> Event:
+    def _fail(self, ann: Announcement, error: str, source: Source | None) -> Event:
         log.error("announcement %s failed: %s", ann.id, error)
         event = Event(ann.id, "failed", source=source, error=error)
-        await self._publish(event)
+        self._publish(event)
         return event
 
 
