@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.command == "demo":
+        from edgespeak.demo import demo
+
+        return demo(args.announcements, args.output)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_dispatch(args, settings))
     return 130
@@ -76,8 +80,4 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from edgespeak.say import say
 
             return await say(settings, args.text, voice=args.voice, timeout_s=args.timeout)
-        case "demo":
-            from edgespeak.demo import demo
-
-            return await demo(settings, args.announcements, args.output, args.config)
     raise AssertionError(args.command)

@@ -1,0 +1,144 @@
+"""A whole local stack on loopback: Mosquitto, ``edgespeak serve``, ``edgespeak run``.
+
+Used by ``edgespeak demo``, the benchmarks and the tests. Every process gets an ephemeral port
+and its own work directory; readiness is awaited on the real condition (a port accepting, the
+server's "listening on" line), bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STARTUP_S = 20.0
+
+
+class StackError(RuntimeError):
+    """A stack process could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = STARTUP_S) -> None:
+    """Return once 127.0.0.1:``port`` accepts. Raises StackError if ``proc`` exits or time's up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{proc.args!r} exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)  # polls the real condition, bounded by the deadline
+    raise StackError(f"nothing listening on port {port} after {timeout_s:g} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def edgespeak_command(*args: str) -> list[str]:
+    """``python -m edgespeak ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "edgespeak", *args]
+
+
+@dataclass
+class Mosquitto:
+    """A Mosquitto broker on 127.0.0.1:``port`` (no persistence); :meth:`restart` keeps the port."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start and wait until it accepts. Raises StackError when mosquitto is missing."""
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            raise StackError("mosquitto is not installed (apt-get install mosquitto)")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+        )
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@dataclass
+class LocalServer:
+    """``edgespeak serve --config CONFIG``; the config's ``[server] port`` must be set."""
+
+    config: Path
+    log: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        """Start it; return the ``ws://…/v1/tts/live`` URL it printed once listening."""
+        self.proc = subprocess.Popen(
+            edgespeak_command("serve", "--config", str(self.config)),
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("ab"),
+            env=self.env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if "listening on" not in line:
+            raise StackError(f"edgespeak serve did not start (see {self.log}): {line!r}")
+        return line.rsplit(" ", 1)[-1].strip()
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment minus ``EDGESPEAK_*`` overrides, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESPEAK_")}
+    return env | extra
+
+
+def capture_alsa_conf(conf: Path, output: Path, *, file_format: str = "raw") -> dict[str, str]:
+    """Write an ALSA config whose ``default`` PCM goes to a ``file`` PCM over ``null``:
+    every byte handed to ALSA lands in ``output`` (``raw`` bytes, or a ``wav`` file whose
+    header is completed when the PCM is closed). Returns the env selecting it."""
+    conf.write_text(
+        'pcm.capture {\n type file\n slave.pcm "null"\n'
+        f' file "{output}"\n format "{file_format}"\n}}\n'
+        'pcm.!default {\n type plug\n slave.pcm "capture"\n}\n'
+    )
+    return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{conf}"}
+
+
+def has_sound_card() -> bool:
+    """True when ALSA sees at least one sound card."""
+    import alsaaudio
+
+    try:
+        return bool(alsaaudio.cards())
+    except alsaaudio.ALSAAudioError:
+        return False
