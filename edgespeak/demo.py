@@ -113,7 +113,7 @@ async def _announce_all(port: int, texts: list[str]) -> bool:
 async def aiomqtt_messages(client: aiomqtt.Client) -> AsyncIterator[tuple[str, bytes]]:
     """(topic, payload bytes) of each message ``client`` receives."""
     async for message in client.messages:
-        yield str(message.topic), bytes(message.payload)  # type: ignore[arg-type]
+        yield str(message.topic), bytes(message.payload)
 
 
 async def _final_event(messages: AsyncIterator[tuple[str, bytes]], ann_id: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: fl
             await client.publish(topics.announce[0], json.dumps(payload), qos=1)
             async with asyncio.timeout(timeout_s):
                 async for message in client.messages:
-                    event = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    event = json.loads(bytes(message.payload))
                     if event.get("id") != ann_id:
                         continue
                     if event["state"] == "finished":

@@ -62,6 +62,7 @@ class Speaker:
         key = self._key(ann)
         cached = self._cache.get(key) if self._cache is not None else None
         source: Source = "cache" if cached is not None else "stream"
+        rate: Callable[[], int | None]
         try:
             if cached is not None:
                 pcm, rate = _aiter(cached.chunks()), (lambda: cached.rate_hz)

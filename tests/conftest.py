@@ -10,12 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,67 +19,28 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from edgespeak.stack import (
+    STARTUP_S,
+    LocalServer,
+    Mosquitto,
+    capture_alsa_conf,
+    clean_env,
+    edgespeak_command,
+    free_port,
+    stop_process,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_S = 20.0
+Broker = Mosquitto
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout_s: float = STARTUP_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)  # polling the real condition, bounded by the deadline
-    raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@dataclass
-class Broker:
-    """A Mosquitto broker on 127.0.0.1:port; :meth:`restart` keeps the port."""
-
-    port: int
-    workdir: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
-        )
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+def base_env() -> dict[str, str]:
+    return clean_env(PYTHONPATH=str(ROOT))
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(free_port(), tmp_path)
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(free_port(), tmp_path)
     b.start()
     yield b
     b.stop()
@@ -92,13 +48,12 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 @dataclass
 class TtsServer:
-    """``edgespeak serve`` as a subprocess on a fixed ephemeral port."""
+    """``edgespeak serve`` as a subprocess on a fixed ephemeral port (restartable)."""
 
     port: int
     workdir: Path
-    env: dict[str, str]
     close_after_finish: bool = False
-    proc: subprocess.Popen[str] | None = None
+    server: LocalServer | None = None
 
     @property
     def url(self) -> str:
@@ -110,31 +65,17 @@ class TtsServer:
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
             f"close_after_finish = {str(self.close_after_finish).lower()}\n"
         )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgespeak", "serve", "--config", str(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=open(self.workdir / "server.log", "a"),
-            text=True,
-            env=self.env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "listening on" in line, f"server did not start: {line!r}"
+        self.server = LocalServer(cfg, self.workdir / "server.log", base_env())
+        assert self.server.start() == self.url
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-
-def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGESPEAK_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+        if self.server is not None:
+            self.server.stop()
 
 
 @pytest.fixture
 def tts_server(tmp_path: Path) -> Iterator[TtsServer]:
-    server = TtsServer(free_port(), tmp_path, base_env())
+    server = TtsServer(free_port(), tmp_path)
     server.start()
     yield server
     server.stop()
@@ -149,28 +90,15 @@ class AlsaCapture:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{self.conf}"}
+        return capture_alsa_conf(self.conf, self.path)
 
-    def size(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    def read(self, start: int = 0) -> bytes:
-        return self.path.read_bytes()[start:]
-
-
-def write_capture_conf(conf: Path, raw: Path) -> None:
-    conf.write_text(
-        'pcm.capture {\n type file\n slave.pcm "null"\n'
-        f' file "{raw}"\n format "raw"\n}}\n'
-        'pcm.!default {\n type plug\n slave.pcm "capture"\n}\n'
-    )
+    def read(self) -> bytes:
+        return self.path.read_bytes() if self.path.exists() else b""
 
 
 @pytest.fixture
 def alsa_capture(tmp_path: Path) -> AlsaCapture:
-    cap = AlsaCapture(tmp_path / "asound.conf", tmp_path / "capture.raw")
-    write_capture_conf(cap.conf, cap.path)
-    return cap
+    return AlsaCapture(tmp_path / "asound.conf", tmp_path / "capture.raw")
 
 
 @dataclass
@@ -253,12 +181,12 @@ def daemon_process(config: Path, capture: AlsaCapture, workdir: Path) -> Iterato
     """Run ``edgespeak run`` with ALSA going to ``capture``; yields its log file's path."""
     log = workdir / "daemon.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgespeak", "run", "--config", str(config), "--log-level", "DEBUG"],
+        edgespeak_command("run", "--config", str(config), "--log-level", "DEBUG"),
         stdout=subprocess.DEVNULL,
-        stderr=open(log, "ab"),
+        stderr=log.open("ab"),
         env=base_env() | capture.env,
     )
     try:
         yield log
     finally:
-        stop(proc)
+        stop_process(proc)

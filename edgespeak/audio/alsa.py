@@ -16,12 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import alsaaudio
 
 from edgespeak.errors import AudioDeviceError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 FRAME_BYTES = 2  # s16le mono
 
 
@@ -68,7 +70,8 @@ class AlsaSink:
         self.device = device
         self._period_ms = period_ms
         self._periods = periods
-        self._queue: queue.Queue[tuple[str, object]] = queue.Queue()
+        # (command, utterance, data): "begin" | "data" | "drain" | "drop" | "quit"
+        self._queue: queue.Queue[tuple[str, Utterance | None, bytes]] = queue.Queue()
         self._slots = asyncio.Semaphore(queue_chunks)
         self._pcm: alsaaudio.PCM | None = None
         self._pcm_rate = 0
@@ -78,7 +81,7 @@ class AlsaSink:
     async def begin(self, rate_hz: int) -> Utterance:
         """Start an utterance at ``rate_hz``; returns its handle for :meth:`write`/:meth:`end`."""
         utt = Utterance(asyncio.get_running_loop(), rate_hz)
-        self._queue.put(("begin", utt))
+        self._queue.put(("begin", utt, b""))
         return utt
 
     async def write(self, utt: Utterance, pcm: bytes) -> None:
@@ -90,11 +93,11 @@ class AlsaSink:
             raise utt.error
         if pcm:
             await self._slots.acquire()
-            self._queue.put(("data", (utt, pcm)))
+            self._queue.put(("data", utt, pcm))
 
     async def end(self, utt: Utterance) -> Playback:
         """Drain: wait until everything queued has been played. Raises AudioDeviceError."""
-        self._queue.put(("drain", utt))
+        self._queue.put(("drain", utt, b""))
         return await utt.done
 
     async def abort(self, utt: Utterance) -> Playback:
@@ -103,7 +106,7 @@ class AlsaSink:
         Returns what was played; never raises (a failed utterance is aborted the same way).
         """
         utt.aborted = True
-        self._queue.put(("drop", utt))
+        self._queue.put(("drop", utt, b""))
         try:
             return await utt.done
         except AudioDeviceError:
@@ -111,34 +114,30 @@ class AlsaSink:
 
     def close(self) -> None:
         """Stop the writer thread and close the PCM (blocks until the thread is gone)."""
-        self._queue.put(("quit", None))
+        self._queue.put(("quit", None, b""))
         self._thread.join(timeout=5)
 
     # ---- writer thread ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            kind, arg = self._queue.get()
-            if kind == "quit":
+            kind, utt, pcm = self._queue.get()
+            if utt is None:  # quit
                 self._close_pcm()
                 return
             if kind == "data":
-                utt, pcm = arg  # type: ignore[misc]
                 utt.loop.call_soon_threadsafe(self._slots.release)
                 if utt.error is None and not utt.aborted:
                     self._guard(utt, self._write, utt, pcm)
             elif kind == "begin":
-                assert isinstance(arg, Utterance)
-                self._guard(arg, self._open, arg.playback.rate_hz)
+                self._guard(utt, self._open, utt.playback.rate_hz)
             elif kind == "drain":
-                assert isinstance(arg, Utterance)
-                if arg.error is None:
-                    self._guard(arg, self._drain)
-                self._finish(arg)
+                if utt.error is None:
+                    self._guard(utt, self._drain)
+                self._finish(utt)
             elif kind == "drop":
-                assert isinstance(arg, Utterance)
                 if self._pcm is not None:
-                    self._guard(arg, self._pcm.drop)
-                self._finish(arg)
+                    self._guard(utt, self._pcm.drop)
+                self._finish(utt)
 
     def _guard(self, utt: Utterance, fn: Callable[..., object], *args: object) -> None:
         try:
@@ -201,12 +200,12 @@ class AlsaSink:
             self._pcm_rate = 0
 
 
-def _resolve(fut: asyncio.Future[object], value: object) -> None:
+def _resolve(fut: asyncio.Future[T], value: T) -> None:
     if not fut.done():
         fut.set_result(value)
 
 
-def _fail(fut: asyncio.Future[object], exc: BaseException) -> None:
+def _fail(fut: asyncio.Future[T], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
         fut.exception()  # mark retrieved: a failure nobody awaited is not a bug

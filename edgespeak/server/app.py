@@ -181,8 +181,7 @@ async def serve(config: ServerConfig) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
-    server = site._server
-    port = server.sockets[0].getsockname()[1] if server is not None else config.port
+    port = runner.addresses[0][1]
     print(f"edgespeak serve: listening on ws://{config.host}:{port}{fp.LIVE_PATH}", flush=True)
     try:
         await asyncio.Event().wait()
