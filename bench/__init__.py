@@ -1,0 +1,1 @@
+"""edgespeak benchmarks: numbers printed, nothing asserted."""
