@@ -6,10 +6,21 @@ through pyalsaaudio into an ALSA ``file`` PCM whose bytes are compared with what
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from pathlib import Path
 
-from tests.conftest import AlsaCapture, Broker, TtsServer, daemon_config, daemon_process, watching
+from edgespeak.stack import edgespeak_command
+from tests.conftest import (
+    AlsaCapture,
+    Broker,
+    TtsServer,
+    base_env,
+    daemon_config,
+    daemon_process,
+    watching,
+)
 from tests.helpers import server_audio, snr_db
 
 DOOR = "Someone is at the front door."
@@ -154,3 +165,58 @@ async def test_broker_restart_resubscribes_and_plays_the_next_announcement(
 
 
 OPUS_MIN_SNR_DB = 30.0
+
+
+async def test_wav_stream_plays_the_pcm_after_its_header(
+    broker: Broker, tts_server: TtsServer, alsa_capture: AlsaCapture, tmp_path: Path
+) -> None:
+    cfg = daemon_config(tmp_path / "d.toml", broker_port=broker.port, tts_url=tts_server.url,
+                        cache_dir=tmp_path / "cache", fmt="wav", rate=16000)  # fmt: skip
+    with daemon_process(cfg, alsa_capture, tmp_path):
+        async with watching(broker.port) as w:
+            done = await w.say(DOOR, "wav-1")
+    assert done["state"] == "finished", done
+    sent = await server_audio(tts_server.url, DOOR, fmt="wav", rate=16000)
+    assert sent[:4] == b"RIFF" and int.from_bytes(sent[24:28], "little") == 16000
+    assert alsa_capture.read() == sent[44:]
+    assert abs(done["duration_s"] - len(sent[44:]) / 2 / 16000) < 0.001
+
+
+async def test_missing_sound_card_fails_each_announcement_clearly_and_keeps_running(
+    broker: Broker, tts_server: TtsServer, alsa_capture: AlsaCapture, tmp_path: Path
+) -> None:
+    cfg = daemon_config(tmp_path / "d.toml", broker_port=broker.port, tts_url=tts_server.url,
+                        cache_dir=tmp_path / "cache")  # fmt: skip
+    cfg.write_text(cfg.read_text().replace('device = "default"', 'device = "no_such_card"'))
+    with daemon_process(cfg, alsa_capture, tmp_path):
+        async with watching(broker.port) as w:
+            first = await w.say(DOOR, "nocard-1")
+            second = await w.say(WASHER, "nocard-2")
+    for event in (first, second):
+        assert event["state"] == "failed"
+        assert "ALSA device 'no_such_card'" in event["error"]
+    assert "playing" not in w.states("nocard-1")
+    # A phrase that never played is not cached as if it had.
+    assert list((tmp_path / "cache").glob("*.wav")) == []
+
+
+async def test_say_command_reports_source_and_exit_code(
+    broker: Broker, tts_server: TtsServer, alsa_capture: AlsaCapture, tmp_path: Path
+) -> None:
+    cfg = daemon_config(tmp_path / "d.toml", broker_port=broker.port, tts_url=tts_server.url,
+                        cache_dir=tmp_path / "cache")  # fmt: skip
+    with daemon_process(cfg, alsa_capture, tmp_path):
+        async with watching(broker.port):
+            ok = await _run_say(cfg, DOOR)
+            bad = await _run_say(cfg, DOOR, "--voice", "no-such-voice")
+    assert ok.returncode == 0, ok.stderr
+    assert "spoken: source=stream" in ok.stdout and "ttfa=" in ok.stdout
+    assert bad.returncode == 1
+    assert "unknown voice 'no-such-voice'" in bad.stderr
+
+
+async def _run_say(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = edgespeak_command("say", *args, "--config", str(cfg), "--timeout", "30")
+    return await asyncio.to_thread(
+        subprocess.run, cmd, capture_output=True, text=True, env=base_env(), timeout=60
+    )

@@ -184,11 +184,7 @@ class AlsaSink:
             self._pcm.drain()
 
     def _finish(self, utt: Utterance) -> None:
-        if utt.error is not None and not utt.aborted:
-            utt.loop.call_soon_threadsafe(_fail, utt.done, utt.error)
-            utt.loop.call_soon_threadsafe(_fail, utt.first_frame, utt.error)
-        else:
-            utt.loop.call_soon_threadsafe(_resolve, utt.done, utt.playback)
+        utt.loop.call_soon_threadsafe(_settle, utt)
 
     def _close_pcm(self) -> None:
         if self._pcm is not None:
@@ -205,7 +201,16 @@ def _resolve(fut: asyncio.Future[T], value: T) -> None:
         fut.set_result(value)
 
 
-def _fail(fut: asyncio.Future[T], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
-        fut.exception()  # mark retrieved: a failure nobody awaited is not a bug
+def _settle(utt: Utterance) -> None:
+    """End of an utterance (on the event loop): settle both of its futures, always, so no
+    waiter hangs. An aborted utterance ends without error."""
+    error = None if utt.aborted else utt.error
+    if not utt.first_frame.done():
+        utt.first_frame.set_exception(error or AudioDeviceError("no frame was played"))
+        utt.first_frame.exception()  # retrieved: a waiter may be gone, that is not a bug
+    if utt.done.done():
+        return
+    if error is not None:
+        utt.done.set_exception(error)
+    else:
+        utt.done.set_result(utt.playback)
