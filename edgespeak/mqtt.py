@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from edgespeak.config import Settings
 from edgespeak.events import Event
@@ -109,10 +109,11 @@ class MqttLink:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (cancel to stop)."""
+        cap_s = self._settings.mqtt.reconnect_max_s
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(aiomqtt.MqttError),
-                wait=wait_exponential_jitter(initial=0.5, max=self._settings.mqtt.reconnect_max_s),
+                wait=wait_random_exponential(multiplier=0.5, max=cap_s),
                 before_sleep=self._log_retry,
             ):
                 with attempt:

@@ -19,9 +19,10 @@ import aiohttp
 from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_never,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from edgespeak.errors import TtsError, TtsProtocolError, TtsRejected, TtsUnavailable
@@ -104,6 +105,7 @@ class FishLiveClient:
         self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = False
+        self._sessions = 0  # sessions running now (the daemon runs one at a time)
 
     async def __aenter__(self) -> FishLiveClient:
         self._http = aiohttp.ClientSession()
@@ -115,7 +117,7 @@ class FishLiveClient:
         if self._warming is not None:
             self._warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._warming
+                await self._warming  # _keep_warm never raises anything else
         if self._conn is not None:
             await self._conn.close()
         if self._http is not None:
@@ -132,27 +134,37 @@ class FishLiveClient:
             self._warming = asyncio.create_task(self._keep_warm())
 
     async def _keep_warm(self) -> None:
+        """Connect unless warm or a session is running; retry unreachable/429 with backoff.
+
+        Logs the first failure at WARNING and repeats at DEBUG; gives up (logged at ERROR) on
+        a refusal that retrying cannot fix (401, 402, other 4xx). Never raises.
+        """
         attempt = 0
-        async for retry in AsyncRetrying(
-            retry=retry_if_exception(_retryable),
-            wait=wait_exponential_jitter(initial=0.5, max=self._reconnect_max_s),
-            stop=stop_never,
-            reraise=True,
-        ):
-            with retry:
-                attempt += 1
-                try:
+        try:
+            async for retry in AsyncRetrying(
+                retry=retry_if_exception(_retryable),
+                wait=wait_random_exponential(multiplier=0.5, max=self._reconnect_max_s),
+                stop=stop_never,
+                reraise=True,
+                before_sleep=self._log_retry,
+            ):
+                with retry:
+                    attempt += 1
                     async with self._lock:
-                        if not self.warm:
+                        # A running session has its own connection; parking a second one
+                        # now could leak it. The session pre-warms again when it ends.
+                        if not self.warm and self._sessions == 0:
                             self._conn = await self._connect()
-                except TtsError as exc:
-                    level = logging.WARNING if attempt == 1 else logging.DEBUG
-                    log.log(level, "TTS provider not reachable (attempt %d): %s", attempt, exc)
-                    if not _retryable(exc):
-                        log.error("not retrying the TTS connection: %s", exc)
-                    raise
+        except TtsError as exc:
+            log.error("not retrying the TTS connection: %s", exc)
+            return
         if attempt > 1:
             log.info("TTS provider connection warm again after %d attempts", attempt)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
+        log.log(level, "TTS provider not reachable (attempt %d): %s", state.attempt_number, exc)
 
     async def _connect(self) -> _Connection:
         assert self._http is not None, "use FishLiveClient as an async context manager"
@@ -184,7 +196,7 @@ class FishLiveClient:
             self.prewarm()
 
     async def _take(self) -> _Connection:
-        """The warm connection, or a fresh one opened now."""
+        """The warm connection (waiting for a handshake under way), or a fresh one now."""
         async with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None and conn.alive:
@@ -207,7 +219,12 @@ class FishLiveClient:
         frames += [fp.text(rest)] if rest else []
         frames.append(fp.stop())
         for attempt in (1, 2):
-            conn = await self._take()
+            self._sessions += 1
+            try:
+                conn = await self._take()
+            except BaseException:
+                self._sessions -= 1
+                raise
             got_audio = False
             finished = False
             try:
@@ -227,6 +244,7 @@ class FishLiveClient:
                     raise TtsUnavailable(f"connection lost: {exc}") from None
                 continue
             finally:
+                self._sessions -= 1
                 if finished and conn.alive and not self.warm:
                     self._conn = conn  # the server kept it open: reuse it next time
                 else:

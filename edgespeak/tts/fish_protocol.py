@@ -33,6 +33,11 @@ REQUEST_DEFAULTS: dict[str, Any] = {
     "prosody": None,
     "top_p": 0.7,
     "temperature": 0.7,
+    "max_new_tokens": 1024,
+    "repetition_penalty": 1.2,
+    "min_chunk_length": 50,
+    "condition_on_previous_chunks": True,
+    "early_stop_threshold": 1.0,
 }
 
 
