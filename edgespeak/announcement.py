@@ -45,6 +45,12 @@ def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") 
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not valid UTF-8 (byte {exc.start})") from None
     stripped = body.strip()
+    if stripped.startswith("["):  # a JSON array is an error; "[Kitchen] oven hot" is text
+        try:
+            json.loads(stripped)
+        except json.JSONDecodeError:
+            return _make(stripped, None, None, received_at, topic)
+        raise PayloadError("JSON payload must be an object, not an array")
     if not stripped.startswith("{"):
         return _make(stripped, None, None, received_at, topic)
     try:

@@ -189,15 +189,17 @@ def load_config(path: Path | None = None) -> Settings:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
             return tuple(sources)
 
+    origin = f"{toml_path} and EDGESPEAK_* environment" if toml_path else "EDGESPEAK_* environment"
     try:
         return _Loaded()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {_describe(err)}" for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration ({toml_path or 'env'}): {problems}") from None
-    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-        raise ConfigError(f"cannot read config file {toml_path}: {exc}") from None
+        raise ConfigError(f"invalid configuration ({origin}): {problems}") from None
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError, so is
+        # pydantic-settings' error for malformed JSON in a nested env variable
+        raise ConfigError(f"cannot read configuration ({origin}): {exc}") from None
 
 
 def _describe(err: object) -> str:
