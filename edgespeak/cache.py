@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgespeak.audio.alsa import FRAME_BYTES
+from edgespeak.errors import CacheError
 
 log = logging.getLogger(__name__)
 READ_FRAMES = 4096
@@ -59,10 +60,16 @@ class CachedPhrase:
     frames: int
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield its bytes of s16le mono PCM, ~4096 frames at a time."""
-        with wave.open(str(self.path), "rb") as wav:
-            while data := wav.readframes(READ_FRAMES):
-                yield data
+        """Yield its bytes of s16le mono PCM, ~4096 frames at a time.
+
+        Raises CacheError if the file cannot be read (removed, truncated, disk error).
+        """
+        try:
+            with wave.open(str(self.path), "rb") as wav:
+                while data := wav.readframes(READ_FRAMES):
+                    yield data
+        except (OSError, EOFError, wave.Error) as exc:
+            raise CacheError(f"cached phrase {self.path.name} unreadable: {exc}") from None
 
 
 class CacheWriter:

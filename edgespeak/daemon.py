@@ -94,7 +94,11 @@ class Daemon:
     async def _work(self, speaker: Speaker) -> None:
         while True:
             ann = await self._queue.get()
-            await speaker.speak(ann)
+            try:
+                await speaker.speak(ann)
+            except Exception as exc:  # a bug must cost one announcement, not the daemon
+                log.exception("internal error speaking %s", ann.id)
+                speaker.fail(ann, f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def run(settings: Settings) -> None:

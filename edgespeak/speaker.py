@@ -74,12 +74,13 @@ class Speaker:
                 if tee is not None:
                     tee.commit()
         except EdgespeakError as exc:
-            return self._fail(ann, str(exc), source)
+            return self.fail(ann, str(exc), source)
+        first = playback.first_frame_at
         event = Event(
             ann.id,
             "finished",
             source=source,
-            ttfa_ms=_ttfa_ms(ann, playback),
+            ttfa_ms=_ttfa_ms(ann, first) if first is not None else None,
             duration_s=round(playback.duration_s, 3),
         )
         log.info(
@@ -150,20 +151,19 @@ class Speaker:
             first = await utt.first_frame
         except EdgespeakError:
             return
-        ttfa = round((first - ann.received_at) * 1000, 1)
-        self._publish(Event(ann.id, "playing", source=source, ttfa_ms=ttfa))
+        self._publish(Event(ann.id, "playing", source=source, ttfa_ms=_ttfa_ms(ann, first)))
 
-    def _fail(self, ann: Announcement, error: str, source: Source | None) -> Event:
+    def fail(self, ann: Announcement, error: str, source: Source | None = None) -> Event:
+        """Log and publish a ``failed`` event for ``ann``; returns it."""
         log.error("announcement %s failed: %s", ann.id, error)
         event = Event(ann.id, "failed", source=source, error=error)
         self._publish(event)
         return event
 
 
-def _ttfa_ms(ann: Announcement, playback: Playback) -> float | None:
-    if playback.first_frame_at is None:
-        return None
-    return round((playback.first_frame_at - ann.received_at) * 1000, 1)
+def _ttfa_ms(ann: Announcement, first_frame_at: float) -> float:
+    """Milliseconds from MQTT receipt to the first frame handed to ALSA."""
+    return round((first_frame_at - ann.received_at) * 1000, 1)
 
 
 class _CacheTee:

@@ -29,6 +29,7 @@ from edgespeak.stack import (
     free_port,
     stop_process,
 )
+from tests.helpers import server_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 Broker = Mosquitto
@@ -165,13 +166,13 @@ async def watching(port: int) -> AsyncIterator[Watcher]:
 
 def daemon_config(
     path: Path, *, broker_port: int, tts_url: str, cache_dir: Path, fmt: str = "pcm",
-    rate: int = 22050, extra: str = "",
+    rate: int = 22050, device: str = "default",
 ) -> Path:  # fmt: skip
     path.write_text(
         f'node_id = "testnode"\n[mqtt]\nport = {broker_port}\nreconnect_max_s = 1.0\n'
         f'[tts]\nurl = "{tts_url}"\nformat = "{fmt}"\nsample_rate = {rate}\n'
         "connect_timeout_s = 2.0\nfirst_audio_timeout_s = 5.0\n"
-        f'[cache]\ndir = "{cache_dir}"\n[audio]\ndevice = "default"\n{extra}'
+        f'[cache]\ndir = "{cache_dir}"\n[audio]\ndevice = "{device}"\n'
     )
     return path
 
@@ -190,3 +191,46 @@ def daemon_process(config: Path, capture: AlsaCapture, workdir: Path) -> Iterato
         yield log
     finally:
         stop_process(proc)
+
+
+@dataclass
+class Stack:
+    """Broker, TTS server and ALSA capture of one test, and the daemon's config for them."""
+
+    broker: Mosquitto
+    tts: TtsServer
+    capture: AlsaCapture
+    workdir: Path
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.workdir / "cache"
+
+    def config(self, *, fmt: str = "pcm", rate: int = 22050, device: str = "default") -> Path:
+        return daemon_config(
+            self.workdir / "daemon.toml",
+            broker_port=self.broker.port,
+            tts_url=self.tts.url,
+            cache_dir=self.cache_dir,
+            fmt=fmt,
+            rate=rate,
+            device=device,
+        )
+
+    @contextlib.asynccontextmanager
+    async def daemon(self, config: Path | None = None) -> AsyncIterator[Watcher]:
+        """Run the daemon (default config) and yield a watcher once it is online."""
+        with daemon_process(config or self.config(), self.capture, self.workdir):
+            async with watching(self.broker.port) as watcher:
+                yield watcher
+
+    async def sent(self, text: str, *, fmt: str = "pcm", rate: int = 22050) -> bytes:
+        """What the TTS server sends for ``text`` (see tests.helpers.server_audio)."""
+        return await server_audio(self.tts.url, text, fmt=fmt, rate=rate)
+
+
+@pytest.fixture
+def stack(
+    broker: Mosquitto, tts_server: TtsServer, alsa_capture: AlsaCapture, tmp_path: Path
+) -> Stack:
+    return Stack(broker, tts_server, alsa_capture, tmp_path)
