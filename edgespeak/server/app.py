@@ -88,9 +88,9 @@ class LiveHandler:
         finally:
             await inbox.put(_END)
             if ws.closed:
-                worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+                worker.cancel()  # the client is gone: stop synthesising (kills espeak-ng)
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await worker  # ConnectionError: the client left while we were sending
         return ws
 
     async def _work(self, ws: web.WebSocketResponse, inbox: asyncio.Queue[object]) -> None:
