@@ -55,7 +55,8 @@ def demo(announcements: Path, output: Path) -> int:
     config = work / "config.toml"
     broker = Mosquitto(free_port(), work)
     _write_config(config, broker_port=broker.port, server_port=free_port(), cache=work / "cache")
-    if has_sound_card():
+    sound_card = has_sound_card()
+    if sound_card:
         env, where = clean_env(), "the default ALSA device"
     else:
         output = output.resolve()
@@ -79,7 +80,7 @@ def demo(announcements: Path, output: Path) -> int:
         server.stop()
         broker.stop()
     print(f"logs in {work}")
-    if not has_sound_card():
+    if not sound_card:
         print(f"listen with: aplay {output}")
     return 0 if ok else 1
 

@@ -20,7 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_random_exponential,
+)
 
 from edgespeak.config import Settings
 from edgespeak.events import Event
@@ -81,11 +86,6 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._outbox: asyncio.Queue[Event] = asyncio.Queue(OUTBOX_EVENTS)
 
-    @property
-    def connected(self) -> bool:
-        """True while subscribed and able to publish."""
-        return self._client is not None
-
     def post_event(self, event: Event) -> None:
         """Queue ``event`` for publishing (QoS 1) without waiting for the broker.
 
@@ -119,10 +119,9 @@ class MqttLink:
                 with attempt:
                     await self._session()
 
-    def _log_retry(self, state: object) -> None:
-        attempt = getattr(state, "attempt_number", 1)
-        outcome = getattr(state, "outcome", None)
-        exc = outcome.exception() if outcome is not None else None
+    def _log_retry(self, state: RetryCallState) -> None:
+        attempt = state.attempt_number
+        exc = state.outcome.exception() if state.outcome is not None else None
         level = logging.WARNING if attempt == 1 else logging.DEBUG
         mqtt = self._settings.mqtt
         where = f"{mqtt.host}:{mqtt.port}"

@@ -66,7 +66,7 @@ class OutputStream:
             self._opus: OggOpusEncoder | None = OggOpusEncoder(
                 bitrate_bps=opus_bitrate_bps(opus_bitrate) or AUTO_OPUS_BPS
             )
-            self._opus_header = self._opus.header()
+            header = self._opus.header()
         else:
             self._opus = None
             if sample_rate is None:
@@ -75,22 +75,17 @@ class OutputStream:
                 rate = sample_rate
             else:
                 raise UnsupportedRequest(f"sample_rate {sample_rate!r} is not 8000..192000 Hz")
+            header = wav_header(rate) if format == "wav" else b""
+        self._pending_header = header  # sent in front of the first bytes out
         self.format = format
         self.rate_hz = rate
         self._resampler = (
             soxr.ResampleStream(in_rate_hz, rate, 1, dtype="int16") if rate != in_rate_hz else None
         )
-        self._started = False
 
     def _header(self) -> bytes:
-        if self._started:
-            return b""
-        self._started = True
-        if self._opus is not None:
-            return self._opus_header
-        if self.format == "wav":
-            return wav_header(self.rate_hz)
-        return b""
+        header, self._pending_header = self._pending_header, b""
+        return header
 
     def _encode(self, pcm: bytes) -> bytes:
         return self._opus.encode(pcm) if self._opus is not None else pcm
