@@ -18,8 +18,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from edgespeak.config import ServerConfig
+from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
-from edgespeak.server.espeak import EspeakEngine
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.tts import fish_protocol as fp
 
@@ -151,6 +151,7 @@ class LiveHandler:
                 if tail:
                     await ws.send_bytes(fp.audio(tail))
                 await ws.send_bytes(fp.finish("stop"))
+                log.info("session finished: %d characters", session.chars)
                 return None
             case _:
                 log.debug("ignoring unknown event %r", msg.event)

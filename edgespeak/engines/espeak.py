@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from edgespeak.audio.formats import WavStreamDecoder
 from edgespeak.errors import TtsError, TtsProtocolError
@@ -49,7 +49,7 @@ class EspeakEngine:
             raise EngineError(f"unknown voice {voice!r}; see `espeak-ng --voices` for the list")
         return voice
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncGenerator[bytes, None]:
         """Yield bytes of s16le mono PCM at 22050 Hz for ``text``, as espeak-ng produces them.
 
         Raises EngineError when espeak-ng fails (e.g. an unknown voice), with its message.
