@@ -69,7 +69,7 @@ class TtsConfig(_Section):
     sample_rate: int | None = Field(22050, ge=8000, le=48000)
     reference_id: str | None = None
     connect_timeout_s: float = Field(5.0, gt=0)
-    first_audio_timeout_s: float = Field(10.0, gt=0)
+    first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
 
     @field_validator("url")
@@ -96,11 +96,50 @@ class AudioConfig(_Section):
     queue_chunks: int = Field(64, ge=2, le=4096)
 
 
+class Phrase(_Section):
+    """A phrase to keep synthesised and pinned; ``voice`` None = ``[tts] reference_id``."""
+
+    text: str = Field(min_length=1)
+    voice: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
 class CacheConfig(_Section):
-    """The phrase cache (first cut: complete streams stored as WAV)."""
+    """The phrase cache: complete provider streams stored as WAV, with an sqlite index.
+
+    ``max_mb``: bound in MiB (least recently used unpinned entries are evicted past it).
+    ``phrases``: texts (or ``{text, voice}`` tables) synthesised at startup and pinned.
+    """
 
     enabled: bool = True
     dir: Path = Path("/var/cache/edgespeak")
+    max_mb: float = Field(100.0, gt=0)
+    phrases: tuple[Phrase, ...] = ()
+
+    @field_validator("phrases", mode="before")
+    @classmethod
+    def _plain_strings(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple({"text": v} if isinstance(v, str) else v for v in value)
+        return value
+
+    @property
+    def max_bytes(self) -> int:
+        """``max_mb`` in bytes."""
+        return int(self.max_mb * 1024 * 1024)
+
+
+class FallbackConfig(_Section):
+    """The offline fallback: espeak-ng in the daemon, used when the provider cannot speak."""
+
+    enabled: bool = True
+    voice: str = "en"
 
 
 class ServerConfig(_Section):
@@ -136,6 +175,7 @@ class Settings(BaseSettings):
     tts: TtsConfig = TtsConfig()
     audio: AudioConfig = AudioConfig()
     cache: CacheConfig = CacheConfig()
+    fallback: FallbackConfig = FallbackConfig()
     server: ServerConfig = ServerConfig()
     daemon: DaemonConfig = DaemonConfig()
 

@@ -17,11 +17,14 @@ from edgespeak.announcement import Announcement, parse_payload
 from edgespeak.audio.alsa import AlsaSink
 from edgespeak.cache import PhraseCache
 from edgespeak.config import Settings
-from edgespeak.errors import PayloadError
+from edgespeak.engines.espeak import EspeakEngine
+from edgespeak.errors import PayloadError, TtsError
 from edgespeak.events import Event
 from edgespeak.mqtt import MqttLink
 from edgespeak.speaker import Speaker
+from edgespeak.synthesis import Synthesizer
 from edgespeak.tts.fish import FishLiveClient
+from edgespeak.warmer import PhraseWarmer
 
 log = logging.getLogger(__name__)
 
@@ -40,38 +43,41 @@ class Daemon:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Serve until stopped. The TTS connection is warmed at once, before any announcement."""
+        """Serve until stopped. The TTS connection is warmed at once, before any announcement;
+        configured phrases are pre-warmed into the cache in the background."""
         s = self.settings
         sink = AlsaSink(s.audio.device, s.audio.period_ms, s.audio.periods, s.audio.queue_chunks)
-        cache = PhraseCache(s.cache.dir) if s.cache.enabled else None
-        tts = FishLiveClient(
-            s.tts_url,
-            token=s.tts_token,
-            model=s.tts.model,
-            connect_timeout_s=s.tts.connect_timeout_s,
-            first_audio_timeout_s=s.tts.first_audio_timeout_s,
-            heartbeat_s=s.tts.heartbeat_s,
-            reconnect_max_s=s.mqtt.reconnect_max_s,
-        )
+        cache = PhraseCache(s.cache.dir, max_bytes=s.cache.max_bytes) if s.cache.enabled else None
+        tts = make_tts_client(s)
         try:
             async with tts:
-                speaker = Speaker(s, tts, sink, cache, self.link.post_event)
-                link_task = asyncio.create_task(self.link.run(), name="mqtt")
-                worker = asyncio.create_task(self._work(speaker), name="speaker")
+                synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
+                fallback = fallback_engine(s)
+                speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self.link.post_event)
+                tasks = {
+                    asyncio.create_task(self.link.run(), name="mqtt"),
+                    asyncio.create_task(self._work(speaker), name="speaker"),
+                }
+                if cache is not None and s.cache.phrases:
+                    warmer = PhraseWarmer(s, synth, tts.url, cache)
+                    tasks.add(asyncio.create_task(warmer.run(tts), name="warmer"))
                 stop_task = asyncio.create_task(self._stopping.wait())
                 done, _ = await asyncio.wait(
-                    {link_task, worker, stop_task}, return_when=asyncio.FIRST_COMPLETED
+                    tasks | {stop_task}, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done - {stop_task}:
                     task.result()  # a crashed task is a bug: let it surface
                 await self.link.close()
-                for task in (link_task, worker, stop_task):
+                for task in tasks | {stop_task}:
                     task.cancel()
-                for task in (link_task, worker, stop_task):
+                for task in tasks | {stop_task}:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await synth.close()
         finally:
             await asyncio.to_thread(sink.close)
+            if cache is not None:
+                cache.close()
             log.info("stopped")
 
     def _on_announce(self, payload: bytes, topic: str, received_at: float) -> None:
@@ -99,6 +105,30 @@ class Daemon:
             except Exception as exc:  # a bug must cost one announcement, not the daemon
                 log.exception("internal error speaking %s", ann.id)
                 speaker.fail(ann, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def make_tts_client(s: Settings) -> FishLiveClient:
+    """The provider client for ``s`` (use it as an async context manager)."""
+    return FishLiveClient(
+        s.tts_url,
+        token=s.tts_token,
+        model=s.tts.model,
+        connect_timeout_s=s.tts.connect_timeout_s,
+        first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
+        heartbeat_s=s.tts.heartbeat_s,
+        reconnect_max_s=s.mqtt.reconnect_max_s,
+    )
+
+
+def fallback_engine(s: Settings) -> EspeakEngine | None:
+    """The offline fallback engine, or None (disabled, or espeak-ng missing: logged)."""
+    if not s.fallback.enabled:
+        return None
+    try:
+        return EspeakEngine(voice=s.fallback.voice)
+    except TtsError as exc:
+        log.warning("offline fallback disabled: %s", exc)
+        return None
 
 
 async def run(settings: Settings) -> None:

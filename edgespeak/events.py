@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 State = Literal["received", "playing", "finished", "failed"]
-Source = Literal["stream", "cache"]
+Source = Literal["stream", "cache", "fallback"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class Event:
 
     ``ttfa_ms``: milliseconds from MQTT receipt to the first frame handed to ALSA.
     ``duration_s``: seconds of audio played. ``error``: a human-readable reason (failed only).
+    ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
     """
 
     id: str
@@ -24,6 +25,7 @@ class Event:
     ttfa_ms: float | None = None
     duration_s: float | None = None
     error: str | None = None
+    reason: str | None = None
 
     def to_json(self) -> bytes:
         """The event as compact UTF-8 JSON, without keys whose value is None."""

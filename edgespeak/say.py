@@ -35,6 +35,7 @@ async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: fl
                         print(
                             f"spoken: source={event.get('source')} "
                             f"ttfa={event.get('ttfa_ms')} ms duration={event.get('duration_s')} s"
+                            + (f" (fallback: {event['reason']})" if event.get("reason") else "")
                         )
                         return 0
                     if event["state"] == "failed":

@@ -1,78 +1,115 @@
-"""Speak one announcement: cache hit or provider stream → decoder → ALSA, with events.
+"""Speak one announcement: cache hit, provider stream, or offline fallback → ALSA, with events.
 
-The streamed path tees decoded PCM into the phrase cache; the entry is committed only after
-the provider's ``finish`` (reason ``stop``) and a clean drain. Events: ``playing`` when the
-first frame is handed to ALSA (with ``ttfa_ms``), then ``finished`` or ``failed``.
+Order of sources: a verified phrase-cache entry (``source: "cache"``); else the provider
+stream, joined with any synthesis of the same phrase already under way (``"stream"``); else,
+when the provider cannot deliver first audio within ``[tts] first_audio_timeout_ms`` (refused,
+unreachable, server error, timeout), espeak-ng in the daemon (``"fallback"``, never cached).
+Events: ``playing`` when the first frame is handed to ALSA (with ``ttfa_ms``), then
+``finished`` or ``failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass
 
 from edgespeak.announcement import Announcement
 from edgespeak.audio.alsa import AlsaSink, Playback, Utterance
-from edgespeak.audio.formats import make_decoder
-from edgespeak.cache import CacheWriter, PhraseCache, cache_key
+from edgespeak.cache import PhraseCache, cache_key
 from edgespeak.config import Settings
-from edgespeak.errors import EdgespeakError, TtsProtocolError
+from edgespeak.engines.espeak import EspeakEngine
+from edgespeak.errors import (
+    AudioFormatError,
+    EdgespeakError,
+    TtsError,
+    TtsProtocolError,
+    TtsUnavailable,
+)
 from edgespeak.events import Event, Source
+from edgespeak.synthesis import Synthesizer
 from edgespeak.tts import fish_protocol as fp
-from edgespeak.tts.fish import FishLiveClient
 
 log = logging.getLogger(__name__)
 Publish = Callable[[Event], None]
+PCM = AsyncGenerator[bytes, None]
+PROVIDER = "fish"
+
+
+@dataclass
+class _Audio:
+    """Where an announcement's sound comes from: chunks of s16le mono PCM at ``rate()`` Hz."""
+
+    source: Source
+    pcm: PCM
+    rate: Callable[[], int | None]
+    reason: str | None = None  # why the fallback speaks
+
+
+def phrase_key(settings: Settings, endpoint: str, text: str, voice: str | None) -> str:
+    """The cache key of ``text`` spoken by the configured provider in ``voice``."""
+    tts = settings.tts
+    return cache_key(
+        provider=PROVIDER,
+        endpoint=endpoint,
+        model=tts.model,
+        voice=voice or tts.reference_id,
+        format=tts.format,
+        sample_rate=tts.rate_hz,
+        prosody=None,
+        text=text,
+    )
+
+
+def provider_request(settings: Settings, voice: str | None) -> dict[str, object]:
+    """The Fish TTSRequest for one announcement (shared/protocols.md §1)."""
+    tts = settings.tts
+    return fp.build_request(
+        format=tts.format, sample_rate=tts.sample_rate, reference_id=voice or tts.reference_id
+    )
 
 
 class Speaker:
-    """Turns announcements into sound on ``sink``, publishing events through ``publish``."""
+    """Turns announcements into sound on ``sink``, publishing events through ``publish``.
+
+    ``fallback``: the in-daemon espeak-ng engine, or None when disabled or not installed.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        tts: FishLiveClient,
+        synth: Synthesizer,
+        endpoint: str,
         sink: AlsaSink,
         cache: PhraseCache | None,
+        fallback: EspeakEngine | None,
         publish: Publish,
     ) -> None:
         self._settings = settings
-        self._tts = tts
+        self._synth = synth
+        self._endpoint = endpoint
         self._sink = sink
         self._cache = cache
+        self._fallback = fallback
         self._publish = publish
-
-    def _key(self, ann: Announcement) -> str:
-        tts = self._settings.tts
-        return cache_key(
-            provider="fish",
-            endpoint=self._tts.url,
-            model=tts.model,
-            voice=ann.voice or tts.reference_id,
-            format=tts.format,
-            sample_rate=tts.rate_hz,
-            text=ann.text,
-        )
 
     async def speak(self, ann: Announcement) -> Event:
         """Play ``ann``; returns the final event (``finished`` or ``failed``), already published.
 
         Never raises for a failure of the provider, the audio device, the format or the cache.
         """
-        key = self._key(ann)
-        cached = self._cache.get(key) if self._cache is not None else None
+        key = phrase_key(self._settings, self._endpoint, ann.text, ann.voice)
+        # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
+        cached = await asyncio.to_thread(self._cache.get, key) if self._cache else None
         source: Source = "cache" if cached is not None else "stream"
-        rate: Callable[[], int | None]
         try:
             if cached is not None:
-                pcm, rate = _aiter(cached.chunks()), (lambda: cached.rate_hz)
-                playback = await self._play(ann, source, pcm, rate, None)
+                audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
             else:
-                pcm, rate = self._decoded(ann)
-                tee = _CacheTee(self._cache, key) if self._cache is not None else None
-                playback = await self._play(ann, source, pcm, rate, tee)
-                if tee is not None:
-                    tee.commit()
+                audio = await self._stream_or_fallback(ann, key)
+            source = audio.source
+            playback = await self._play(ann, audio)
         except EdgespeakError as exc:
             return self.fail(ann, str(exc), source)
         first = playback.first_frame_at
@@ -82,6 +119,7 @@ class Speaker:
             source=source,
             ttfa_ms=_ttfa_ms(ann, first) if first is not None else None,
             duration_s=round(playback.duration_s, 3),
+            reason=audio.reason,
         )
         log.info(
             "spoke %s from %s: ttfa %.0f ms, %.2f s",
@@ -93,56 +131,56 @@ class Speaker:
         self._publish(event)
         return event
 
-    def _decoded(self, ann: Announcement) -> tuple[AsyncIterator[bytes], Callable[[], int | None]]:
-        """The provider stream decoded to PCM, and a getter for its rate (known by first PCM)."""
-        tts = self._settings.tts
-        request = fp.build_request(
-            format=tts.format,
-            sample_rate=tts.sample_rate,
-            reference_id=ann.voice or tts.reference_id,
+    async def _stream_or_fallback(self, ann: Announcement, key: str) -> _Audio:
+        """The provider's PCM once its first chunk is in; else the fallback engine's.
+
+        Raises the provider's error (TtsError, AudioFormatError) when there is no fallback,
+        with the fallback's reason added when it failed too.
+        """
+        voice = ann.voice or self._settings.tts.reference_id
+        flight = self._synth.flight(
+            key, ann.text, provider_request(self._settings, ann.voice), voice=voice
         )
-        decoder = make_decoder(tts.format, tts.rate_hz)
+        pcm = flight.follow()
+        timeout_s = self._settings.tts.first_audio_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                first = await anext(pcm)
+        except (TtsError, AudioFormatError, TimeoutError) as exc:
+            await pcm.aclose()
+            problem = exc
+            if isinstance(exc, TimeoutError):
+                problem = TtsUnavailable(f"no audio from the provider within {timeout_s:g} s")
+            reason = str(problem)
+            if self._fallback is None:
+                raise problem from None
+            log.warning("speaking %s with the fallback engine: %s", ann.id, reason)
+            fallback = self._fallback
+            pcm = _explained(fallback.synthesize(ann.text), reason)
+            return _Audio("fallback", pcm, lambda: fallback.rate_hz, reason)
+        return _Audio("stream", _prepend(first, pcm), lambda: flight.rate_hz)
 
-        async def pcm() -> AsyncIterator[bytes]:
-            async for chunk in self._tts.stream(ann.text, request):
-                if out := decoder.feed(chunk):
-                    yield out
-            if tail := decoder.finish():
-                yield tail
-
-        return pcm(), lambda: decoder.rate_hz
-
-    async def _play(
-        self,
-        ann: Announcement,
-        source: Source,
-        pcm: AsyncIterator[bytes],
-        rate: Callable[[], int | None],
-        tee: _CacheTee | None,
-    ) -> Playback:
-        """Write ``pcm`` to the sink as it arrives; drain; abort the sound on any failure."""
+    async def _play(self, ann: Announcement, audio: _Audio) -> Playback:
+        """Write the audio to the sink as it arrives; drain; abort the sound on any failure."""
         utt: Utterance | None = None
         playing: asyncio.Task[None] | None = None
         try:
-            async for chunk in pcm:
+            async for chunk in audio.pcm:
                 if utt is None:
-                    rate_hz = rate()
-                    assert rate_hz is not None, "decoders know their rate once they yield PCM"
+                    rate_hz = audio.rate()
+                    assert rate_hz is not None, "sources know their rate once they yield PCM"
                     utt = await self._sink.begin(rate_hz)
-                    playing = asyncio.create_task(self._announce_playing(ann, source, utt))
+                    playing = asyncio.create_task(self._announce_playing(ann, audio.source, utt))
                 await self._sink.write(utt, chunk)
-                if tee is not None:
-                    tee.write(chunk, utt.playback.rate_hz)
             if utt is None:
-                raise TtsProtocolError("the provider finished without sending audio")
+                raise TtsProtocolError(f"the {audio.source} source finished without audio")
             return await self._sink.end(utt)
         except BaseException:
             if utt is not None:
                 await self._sink.abort(utt)
-            if tee is not None:
-                tee.discard()
             raise
         finally:
+            await audio.pcm.aclose()
             if playing is not None:
                 await playing
 
@@ -166,45 +204,26 @@ def _ttfa_ms(ann: Announcement, first_frame_at: float) -> float:
     return round((first_frame_at - ann.received_at) * 1000, 1)
 
 
-class _CacheTee:
-    """Copies a stream's PCM into the phrase cache; a cache failure only stops the copy."""
-
-    def __init__(self, cache: PhraseCache, key: str) -> None:
-        self._cache = cache
-        self._key = key
-        self._writer: CacheWriter | None = None
-        self._failed = False
-
-    def write(self, pcm: bytes, rate_hz: int) -> None:
-        if self._failed:
-            return
-        try:
-            if self._writer is None:
-                self._writer = self._cache.writer(self._key, rate_hz)
-                if self._writer is None:
-                    self._failed = True
-                    return
-            self._writer.write(pcm)
-        except OSError as exc:
-            log.warning("phrase cache write failed, not caching this phrase: %s", exc)
-            self.discard()
-
-    def commit(self) -> None:
-        if self._writer is not None and not self._failed:
-            try:
-                self._writer.commit()
-            except OSError as exc:
-                log.warning("phrase cache commit failed: %s", exc)
-                self._writer.discard()
-        self._writer = None
-
-    def discard(self) -> None:
-        self._failed = True
-        if self._writer is not None:
-            self._writer.discard()
-            self._writer = None
-
-
-async def _aiter(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+async def _aiter(items: Iterable[bytes]) -> PCM:
     for item in items:
         yield item
+
+
+async def _prepend(first: bytes, rest: PCM) -> PCM:
+    yield first
+    try:
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
+
+
+async def _explained(fallback: PCM, provider_reason: str) -> PCM:
+    """The fallback's PCM; if it fails too, its error says why both failed."""
+    try:
+        async for item in fallback:
+            yield item
+    except TtsError as exc:
+        raise TtsUnavailable(f"{provider_reason}; fallback failed too: {exc}") from None
+    finally:
+        await fallback.aclose()

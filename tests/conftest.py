@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,20 +167,41 @@ async def watching(port: int) -> AsyncIterator[Watcher]:
 
 def daemon_config(
     path: Path, *, broker_port: int, tts_url: str, cache_dir: Path, fmt: str = "pcm",
-    rate: int = 22050, device: str = "default",
+    rate: int = 22050, device: str = "default", first_audio_timeout_ms: int = 5000,
+    phrases: tuple[str, ...] = (), fallback: bool = True,
 ) -> Path:  # fmt: skip
+    """Write the daemon's TOML config for a test stack; returns ``path``."""
     path.write_text(
         f'node_id = "testnode"\n[mqtt]\nport = {broker_port}\nreconnect_max_s = 1.0\n'
         f'[tts]\nurl = "{tts_url}"\nformat = "{fmt}"\nsample_rate = {rate}\n'
-        "connect_timeout_s = 2.0\nfirst_audio_timeout_s = 5.0\n"
-        f'[cache]\ndir = "{cache_dir}"\n[audio]\ndevice = "{device}"\n'
+        f"connect_timeout_s = 2.0\nfirst_audio_timeout_ms = {first_audio_timeout_ms}\n"
+        f'[cache]\ndir = "{cache_dir}"\nphrases = {json.dumps(list(phrases))}\n'
+        f'[audio]\ndevice = "{device}"\n[fallback]\nenabled = {str(fallback).lower()}\n'
     )
     return path
 
 
+async def logged(path: Path, needle: str, timeout_s: float = STARTUP_S) -> None:
+    """Return once the log file at ``path`` contains ``needle``; TimeoutError after
+    ``timeout_s`` seconds."""
+
+    def poll() -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists() and needle in path.read_text(errors="replace"):
+                return True
+            time.sleep(0.02)  # polls the real condition, bounded by the deadline
+        return False
+
+    if not await asyncio.to_thread(poll):
+        raise TimeoutError(f"{needle!r} not in {path} after {timeout_s:g} s")
+
+
 @contextlib.contextmanager
-def daemon_process(config: Path, capture: AlsaCapture, workdir: Path) -> Iterator[Path]:
-    """Run ``edgespeak run`` with ALSA going to ``capture``; yields its log file's path."""
+def daemon_process(
+    config: Path, capture: AlsaCapture, workdir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``edgespeak run`` with ALSA going to ``capture`` (log in ``workdir/daemon.log``)."""
     log = workdir / "daemon.log"
     proc = subprocess.Popen(
         edgespeak_command("run", "--config", str(config), "--log-level", "DEBUG"),
@@ -188,7 +210,7 @@ def daemon_process(config: Path, capture: AlsaCapture, workdir: Path) -> Iterato
         env=base_env() | capture.env,
     )
     try:
-        yield log
+        yield proc
     finally:
         stop_process(proc)
 
@@ -206,15 +228,18 @@ class Stack:
     def cache_dir(self) -> Path:
         return self.workdir / "cache"
 
-    def config(self, *, fmt: str = "pcm", rate: int = 22050, device: str = "default") -> Path:
+    @property
+    def daemon_log(self) -> Path:
+        return self.workdir / "daemon.log"
+
+    def config(self, *, tts_url: str | None = None, **options: Any) -> Path:
+        """The daemon's config for this stack; ``options`` as for :func:`daemon_config`."""
         return daemon_config(
             self.workdir / "daemon.toml",
             broker_port=self.broker.port,
-            tts_url=self.tts.url,
+            tts_url=tts_url or self.tts.url,
             cache_dir=self.cache_dir,
-            fmt=fmt,
-            rate=rate,
-            device=device,
+            **options,
         )
 
     @contextlib.asynccontextmanager

@@ -105,7 +105,9 @@ class FishLiveClient:
         self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._closing = False
-        self._sessions = 0  # sessions running now (the daemon runs one at a time)
+        self._sessions = 0  # sessions running now
+        self._up = asyncio.Event()  # the last connection attempt succeeded
+        self._down = asyncio.Event()  # the last connection attempt failed
 
     async def __aenter__(self) -> FishLiveClient:
         self._http = aiohttp.ClientSession()
@@ -127,6 +129,25 @@ class FishLiveClient:
     def warm(self) -> bool:
         """True while an open connection is waiting for the next session."""
         return self._conn is not None and self._conn.alive
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last connection attempt succeeded; None before the first one."""
+        if self._up.is_set():
+            return True
+        return False if self._down.is_set() else None
+
+    async def wait_back_up(self) -> None:
+        """Return once a connection succeeds after one failed (an outage ended)."""
+        await self._down.wait()
+        await self._up.wait()
+
+    def _mark(self, up: bool) -> None:
+        was = self.reachable
+        (self._up if up else self._down).set()
+        (self._down if up else self._up).clear()
+        if was is False and up:
+            log.info("TTS provider %s reachable again", self.url)
 
     def prewarm(self) -> None:
         """Open a connection in the background (retrying with jittered capped backoff)."""
@@ -182,12 +203,15 @@ class FishLiveClient:
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in _REFUSALS:
                 raise TtsRejected(_REFUSALS[exc.status], exc.status) from None
+            self._mark(up=False)
             if exc.status >= 500:
                 raise TtsUnavailable(f"server error {exc.status} on handshake") from None
             raise TtsRejected(f"handshake refused with {exc.status}", exc.status) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._mark(up=False)
             reason = str(exc) or type(exc).__name__
             raise TtsUnavailable(f"cannot connect to {self.url}: {reason}") from None
+        self._mark(up=True)
         return _Connection(ws, self._closed_while_idle)
 
     def _closed_while_idle(self, conn: _Connection) -> None:
