@@ -1,4 +1,4 @@
-"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``demo``."""
+"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``cache``, ``demo``."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgespeak {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config (default /etc/edgespeak/…)")
+    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        cmd = sub.add_parser(name, help=help)
-        cmd.add_argument("--config", type=Path, help="TOML config (default /etc/edgespeak/…)")
-        cmd.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-        return cmd
+        return sub.add_parser(name, help=help, parents=[common])
 
     add("run", "run the daemon: MQTT announcements → TTS → ALSA")
     add("serve", "run the local TTS server (Fish live protocol, espeak-ng)")
@@ -31,6 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("text")
     say.add_argument("--voice", help="voice (Fish reference_id / espeak-ng voice)")
     say.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    cache = sub.add_parser("cache", help="look after the phrase cache: list|warm|verify|purge")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    cache_sub.add_parser(
+        "list", help="entries, most recently used first, and the totals", parents=[common]
+    )
+    warm = cache_sub.add_parser(
+        "warm", help="synthesise [cache] phrases (pinned) and TEXTs", parents=[common]
+    )
+    warm.add_argument("texts", nargs="*", metavar="TEXT", help="more phrases to cache")
+    cache_sub.add_parser("verify", help="check every entry; drop damaged ones", parents=[common])
+    purge = cache_sub.add_parser("purge", help="remove entries", parents=[common])
+    purge.add_argument("--unpinned", action="store_true", help="keep the pinned phrases")
     demo = add("demo", "start a broker, the local server and the daemon; speak the examples")
     demo.add_argument(
         "--announcements",
@@ -59,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         from edgespeak.demo import demo
 
         return demo(args.announcements, args.output)
+    if args.command == "cache" and args.cache_command != "warm":
+        from edgespeak import cache_cli
+
+        if args.cache_command == "list":
+            return cache_cli.list_entries(settings)
+        if args.cache_command == "verify":
+            return cache_cli.verify(settings)
+        return cache_cli.purge(settings, unpinned_only=args.unpinned)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_dispatch(args, settings))
     return 130
@@ -80,4 +101,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from edgespeak.say import say
 
             return await say(settings, args.text, voice=args.voice, timeout_s=args.timeout)
+        case "cache":
+            from edgespeak.cache_cli import warm
+
+            return await warm(settings, args.texts)
     raise AssertionError(args.command)
