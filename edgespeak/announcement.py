@@ -1,19 +1,30 @@
 """Announce payloads → :class:`Announcement`.
 
-A payload is UTF-8 plain text, or a JSON object ``{"text": str, "id": str?, "voice": str?}``
-(``voice`` is a Fish ``reference_id``). Anything else raises :class:`PayloadError` with a
-message specific enough to publish in a ``failed`` event.
+A payload is UTF-8 plain text, or a JSON object with ``text`` and optional fields:
+``id`` (str), ``voice`` (str: a Fish ``reference_id``), ``priority`` (``low``, ``normal``,
+``high``, ``critical``), ``ttl_s`` (seconds, > 0), ``volume`` (0.0 to 1.0, on top of the device
+volume), ``chime`` (a sound name), ``lead_in_ms`` (0 to 5000). ``null`` means "not given".
+Unknown fields are ignored (logged at DEBUG). Anything else raises :class:`PayloadError` with
+a message naming the field, specific enough to publish in a ``failed`` event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgespeak.errors import PayloadError
 
+log = logging.getLogger(__name__)
 MAX_PAYLOAD_BYTES = 64 * 1024
+Priority = Literal["low", "normal", "high", "critical"]
+PRIORITY_RANK: dict[Priority, int] = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,8 @@ class Announcement:
     """One thing to say.
 
     ``received_at`` is ``time.monotonic()`` seconds at MQTT receipt: TTFA is measured from it.
+    ``id_given``: the payload named the id (duplicates of it are ignored). ``ttl_s`` None = the
+    configured default. ``volume`` None = 1.0; ``lead_in_ms`` None = ``[audio] lead_in_ms``.
     """
 
     text: str
@@ -28,6 +41,32 @@ class Announcement:
     voice: str | None = None
     received_at: float = 0.0
     topic: str = ""
+    id_given: bool = False
+    priority: Priority = "normal"
+    ttl_s: float | None = None
+    volume: float | None = None
+    chime: str | None = None
+    lead_in_ms: int | None = None
+
+    @property
+    def rank(self) -> int:
+        """``priority`` as a number: low 0 … critical 3."""
+        return PRIORITY_RANK[self.priority]
+
+
+class _Options(BaseModel):
+    """The optional JSON fields, strictly typed (``true`` is not a number, ``"1"`` neither)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    priority: Priority = "normal"
+    ttl_s: float | None = Field(None, gt=0, le=7 * 86400)
+    volume: float | None = Field(None, ge=0.0, le=1.0)
+    chime: str | None = Field(None, min_length=1, max_length=100)
+    lead_in_ms: int | None = Field(None, ge=0, le=5000)
+
+
+_KNOWN = {"text", "id", "voice", *_Options.model_fields}
 
 
 def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") -> Announcement:
@@ -72,9 +111,31 @@ def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") 
     if voice is not None and not isinstance(voice, str):
         raise _with_id(PayloadError("field 'voice' must be a string"), ann_id)
     try:
-        return _make(text.strip(), ann_id, voice or None, received_at, topic)
+        ann = _make(text.strip(), ann_id, voice or None, received_at, topic)
+        options = _options(obj)
     except PayloadError as exc:
         raise _with_id(exc, ann_id) from None
+    return dataclasses.replace(ann, **options.model_dump())
+
+
+def _options(obj: dict[str, Any]) -> _Options:
+    unknown = sorted(set(obj) - _KNOWN)
+    if unknown:
+        log.debug("ignoring unknown payload fields: %s", ", ".join(unknown))
+    given = {k: v for k, v in obj.items() if k in _Options.model_fields and v is not None}
+    try:
+        return _Options(**given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = err["loc"][0] if err["loc"] else "?"
+        if err["type"] == "literal_error":
+            problem = "must be one of 'low', 'normal', 'high', 'critical'"
+        elif err["type"].endswith("_type"):
+            kind = {"chime": "a string", "lead_in_ms": "an integer"}.get(str(name), "a number")
+            problem = f"must be {kind}"
+        else:
+            problem = err["msg"].replace("Input should be", "must be")
+        raise PayloadError(f"field {name!r} {problem} (got {err['input']!r})") from None
 
 
 def _make(
@@ -83,7 +144,9 @@ def _make(
     if not text:
         raise PayloadError("text is empty")
     if ann_id:
-        return Announcement(text=text, id=ann_id, voice=voice, received_at=received_at, topic=topic)
+        return Announcement(
+            text=text, id=ann_id, voice=voice, received_at=received_at, topic=topic, id_given=True
+        )
     return Announcement(text=text, voice=voice, received_at=received_at, topic=topic)
 
 

@@ -157,6 +157,8 @@ class DaemonConfig(_Section):
     """Announcement handling in ``edgespeak run``."""
 
     queue_max: int = Field(20, ge=1, le=1000)
+    ttl_s: float = Field(60.0, gt=0)
+    dedup_window_s: float = Field(60.0, ge=0)
 
 
 class Settings(BaseSettings):

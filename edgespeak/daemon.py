@@ -1,8 +1,9 @@
 """``edgespeak run``: the supervisor tying the broker link, the TTS client and the player together.
 
 MQTT messages are parsed on arrival (a bad payload yields a ``failed`` event at once) and valid
-announcements go to a bounded queue (full → ``failed`` with "queue full"), spoken one at a time
-in arrival order. SIGTERM/SIGINT stop the daemon: ``offline`` is published, the PCM is closed.
+announcements go to the :class:`~edgespeak.scheduler.Scheduler` (priorities, preemption, TTL,
+duplicates, stop), which speaks them one at a time. SIGTERM/SIGINT stop the daemon:
+``offline`` is published, the PCM is closed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import signal
 import uuid
+from collections.abc import Callable
 
 from edgespeak.announcement import Announcement, parse_payload
 from edgespeak.audio.alsa import AlsaSink
@@ -21,6 +23,7 @@ from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import PayloadError, TtsError
 from edgespeak.events import Event
 from edgespeak.mqtt import MqttLink
+from edgespeak.scheduler import Scheduler
 from edgespeak.speaker import Speaker
 from edgespeak.synthesis import Synthesizer
 from edgespeak.tts.fish import FishLiveClient
@@ -34,8 +37,8 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.link = MqttLink(settings, self._on_announce)
-        self._queue: asyncio.Queue[Announcement] = asyncio.Queue(settings.daemon.queue_max)
+        self.link = MqttLink(settings, self._on_announce, self._on_stop)
+        self._scheduler: Scheduler | None = None
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -54,9 +57,17 @@ class Daemon:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
                 fallback = fallback_engine(s)
                 speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self.link.post_event)
+                self._scheduler = Scheduler(
+                    speaker.speak,
+                    self.link.post_event,
+                    queue_max=s.daemon.queue_max,
+                    ttl_s=s.daemon.ttl_s,
+                    dedup_window_s=s.daemon.dedup_window_s,
+                    on_internal_error=self._internal_error(speaker),
+                )
                 tasks = {
                     asyncio.create_task(self.link.run(), name="mqtt"),
-                    asyncio.create_task(self._work(speaker), name="speaker"),
+                    asyncio.create_task(self._scheduler.run(), name="scheduler"),
                 }
                 if cache is not None and s.cache.phrases:
                     warmer = PhraseWarmer(s, synth, tts.url, cache)
@@ -88,23 +99,23 @@ class Daemon:
             log.warning("bad payload on %s (id %s): %s", topic, ann_id, exc)
             self.link.post_event(Event(ann_id, "failed", error=str(exc)))
             return
-        try:
-            self._queue.put_nowait(ann)
-        except asyncio.QueueFull:
-            error = f"queue full ({self._queue.maxsize} announcements waiting)"
-            log.warning("dropping %s: %s", ann.id, error)
-            self.link.post_event(Event(ann.id, "failed", error=error))
+        if self._scheduler is None:  # not running yet: nothing can play it
+            self.link.post_event(Event(ann.id, "failed", error="daemon is starting"))
             return
-        self.link.post_event(Event(ann.id, "received"))
+        self._scheduler.submit(ann)
 
-    async def _work(self, speaker: Speaker) -> None:
-        while True:
-            ann = await self._queue.get()
-            try:
-                await speaker.speak(ann)
-            except Exception as exc:  # a bug must cost one announcement, not the daemon
-                log.exception("internal error speaking %s", ann.id)
-                speaker.fail(ann, f"internal error: {type(exc).__name__}: {exc}")
+    def _on_stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+
+    @staticmethod
+    def _internal_error(speaker: Speaker) -> Callable[[Announcement, BaseException], None]:
+        def report(ann: Announcement, exc: BaseException) -> None:
+            # A bug must cost one announcement, not the daemon.
+            log.error("internal error speaking %s", ann.id, exc_info=exc)
+            speaker.fail(ann, f"internal error: {type(exc).__name__}: {exc}")
+
+        return report
 
 
 def make_tts_client(s: Settings) -> FishLiveClient:

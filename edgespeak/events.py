@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-State = Literal["received", "playing", "finished", "failed"]
+State = Literal["received", "playing", "finished", "interrupted", "expired", "failed"]
 Source = Literal["stream", "cache", "fallback"]
+
+# Wall clock and monotonic clock read together once: event times are the monotonic clock
+# mapped onto the wall clock, so they keep their order and spacing when NTP steps the clock
+# (a Pi without a real-time clock boots in 1970 and jumps when the network comes up).
+_WALL0, _MONO0 = time.time(), time.monotonic()
+
+
+def wall_time(monotonic_s: float) -> float:
+    """Unix seconds for a ``time.monotonic()`` reading, rounded to milliseconds."""
+    return round(_WALL0 + (monotonic_s - _MONO0), 3)
 
 
 @dataclass(frozen=True)
 class Event:
     """One state change of one announcement.
 
+    ``at``: unix seconds (millisecond resolution) derived from the monotonic clock.
     ``ttfa_ms``: milliseconds from MQTT receipt to the first frame handed to ALSA.
-    ``duration_s``: seconds of audio played. ``error``: a human-readable reason (failed only).
+    ``duration_s``: seconds of audio played. ``underruns``: ALSA xruns while it played.
+    ``error``: a human-readable reason (failed, expired, interrupted).
     ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
     """
 
@@ -24,8 +37,10 @@ class Event:
     source: Source | None = None
     ttfa_ms: float | None = None
     duration_s: float | None = None
+    underruns: int | None = None
     error: str | None = None
     reason: str | None = None
+    at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:
         """The event as compact UTF-8 JSON, without keys whose value is None."""

@@ -48,6 +48,11 @@ class Topics:
         return [f"{self.prefix}/{self.node_id}/announce", f"{self.prefix}/all/announce"]
 
     @property
+    def stop(self) -> list[str]:
+        """Stop the playing announcement and clear the queue (payload ignored)."""
+        return [f"{self.prefix}/{self.node_id}/stop", f"{self.prefix}/all/stop"]
+
+    @property
     def event(self) -> str:
         return f"{self.prefix}/{self.node_id}/event"
 
@@ -77,12 +82,16 @@ def make_client(settings: Settings, *, identifier: str | None, **kwargs: object)
 
 class MqttLink:
     """Runs the broker connection; calls ``on_announce(payload, topic, received_at)`` per
-    non-retained announce message, ``received_at`` being ``time.monotonic()`` seconds."""
+    non-retained announce message, ``received_at`` being ``time.monotonic()`` seconds, and
+    ``on_stop()`` per non-retained message on a stop topic."""
 
-    def __init__(self, settings: Settings, on_announce: OnAnnounce) -> None:
+    def __init__(
+        self, settings: Settings, on_announce: OnAnnounce, on_stop: Callable[[], None]
+    ) -> None:
         self._settings = settings
         self.topics = Topics(settings.mqtt.prefix, settings.node_id)
         self._on_announce = on_announce
+        self._on_stop = on_stop
         self._client: aiomqtt.Client | None = None
         self._outbox: asyncio.Queue[Event] = asyncio.Queue(OUTBOX_EVENTS)
 
@@ -137,7 +146,9 @@ class MqttLink:
             will=will,
         )
         async with client:
-            await client.subscribe([(topic, 1) for topic in self.topics.announce])
+            await client.subscribe(
+                [(topic, 1) for topic in self.topics.announce + self.topics.stop]
+            )
             await client.publish(self.topics.availability, b"online", qos=1, retain=True)
             self._client = client
             log.info("connected to broker, listening on %s", ", ".join(self.topics.announce))
@@ -147,6 +158,9 @@ class MqttLink:
                     received_at = time.monotonic()
                     if message.retain:
                         log.info("ignoring retained announcement on %s", message.topic)
+                        continue
+                    if str(message.topic) in self.topics.stop:
+                        self._on_stop()
                         continue
                     payload = message.payload
                     if not isinstance(payload, bytes | bytearray):

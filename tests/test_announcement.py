@@ -35,9 +35,44 @@ def test_json_with_only_text() -> None:
 
 
 def test_json_with_unknown_fields_is_accepted() -> None:
-    body = {"text": "Hello", "id": "a1", "priority": 5, "volume": 0.5, "extra": {"x": [1]}}
+    body = {"text": "Hello", "id": "a1", "title": "Door", "extra": {"x": [1]}}
     ann = parse_payload(json.dumps(body).encode())
-    assert (ann.text, ann.id) == ("Hello", "a1")
+    assert (ann.text, ann.id, ann.priority, ann.volume) == ("Hello", "a1", "normal", None)
+
+
+def test_json_scheduling_and_playback_fields() -> None:
+    body = {"text": "Smoke!", "id": "s1", "priority": "critical", "ttl_s": 30, "volume": 0.5,
+            "chime": "doorbell", "lead_in_ms": 250, "voice": None}  # fmt: skip
+    ann = parse_payload(json.dumps(body).encode())
+    assert (ann.priority, ann.rank, ann.ttl_s, ann.volume) == ("critical", 3, 30.0, 0.5)
+    assert (ann.chime, ann.lead_in_ms, ann.voice, ann.id_given) == ("doorbell", 250, None, True)
+    plain = parse_payload(b"Hello")
+    assert (plain.priority, plain.ttl_s, plain.chime, plain.id_given) == (
+        "normal",
+        None,
+        None,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("priority", "urgent", "field 'priority' must be one of 'low', 'normal', 'high'"),
+        ("priority", 3, "field 'priority' must be one of"),
+        ("ttl_s", "30", "field 'ttl_s' must be a number"),
+        ("ttl_s", 0, "field 'ttl_s' must be greater than 0"),
+        ("volume", 1.5, "field 'volume' must be less than or equal to 1"),
+        ("volume", True, "field 'volume' must be a number"),
+        ("chime", 7, "field 'chime' must be a string"),
+        ("lead_in_ms", 2.5, "field 'lead_in_ms' must be an integer"),
+        ("lead_in_ms", -1, "field 'lead_in_ms' must be greater than or equal to 0"),
+    ],
+)
+def test_wrongly_typed_fields_are_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(PayloadError, match=message) as info:
+        parse_payload(json.dumps({"text": "Hi", "id": "f1", field: value}).encode())
+    assert info.value.announcement_id == "f1"
 
 
 def test_json_empty_voice_means_the_default_voice() -> None:

@@ -190,3 +190,19 @@ async def test_daemon_killed_mid_stream_leaves_no_entry_that_plays(stack: Stack)
         again = await w.say(WASHER, "long-2")
     assert (again["state"], again["source"]) == ("finished", "fallback"), again
     assert PhraseCache(stack.cache_dir).entries() == []
+
+
+async def test_phrases_are_warmed_once_the_provider_comes_back(stack: Stack) -> None:
+    stack.tts.stop()
+    expected = espeak_pcm(DOOR)  # what the fallback says meanwhile
+    async with stack.daemon(stack.config(phrases=(DOOR,))) as w:
+        await logged(stack.daemon_log, "0 of 1 pinned phrases ready")
+        early = await w.say(DOOR, "door-early")
+        stack.tts.start()
+        await logged(stack.daemon_log, "1 of 1 pinned phrases ready")
+        stack.tts.stop()
+        late = await w.say(DOOR, "door-late")
+    assert (early["state"], early["source"]) == ("finished", "fallback"), early
+    assert (late["state"], late["source"]) == ("finished", "cache"), late
+    stack.tts.start()
+    assert stack.capture.read() == expected + await stack.sent(DOOR)

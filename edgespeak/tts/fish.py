@@ -31,6 +31,7 @@ from edgespeak.tts import fish_protocol as fp
 log = logging.getLogger(__name__)
 
 _CLOSED = object()  # reader → session: the socket is gone
+STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
 _REFUSALS = {
     401: "the API key was refused (401); fix [tts] api_key",
     402: "the account is out of credit (402)",
@@ -283,6 +284,10 @@ class FishLiveClient:
             try:
                 item = await asyncio.wait_for(conn.inbox.get(), timeout)
             except TimeoutError:
+                if got_audio:
+                    raise TtsUnavailable(
+                        f"the stream stalled: nothing for {STALL_TIMEOUT_S:g} s"
+                    ) from None
                 raise TtsUnavailable(
                     f"no audio within {self._first_audio_timeout_s:g} s of the request"
                 ) from None
@@ -297,7 +302,7 @@ class FishLiveClient:
                 if not isinstance(chunk, bytes):
                     raise TtsProtocolError("'audio' event without binary 'audio'")
                 if chunk:
-                    got_audio, timeout = True, None
+                    got_audio, timeout = True, STALL_TIMEOUT_S
                     yield chunk
             elif msg.event == "finish":
                 if msg.body.get("reason") == "stop":
