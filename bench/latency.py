@@ -6,6 +6,11 @@ publishes N distinct announcements (streamed), then the same N again (cache hits
 TTFA p50/p90/p99 in milliseconds as the daemon reports it (MQTT receipt → first frame handed to
 ALSA) and as the publisher sees it (publish → ``playing`` event back, so it includes the
 broker both ways). Usage: ``python -m bench.latency [-n 50] [--format pcm|wav|opus]``.
+
+Next to aplay: ``python -m bench.aplay_compare`` times cache hits from outside (publish → first
+bytes out of the ALSA ``file`` PCM, through a FIFO) next to the same cached WAV played by spawning
+``aplay`` per announcement, both on the same device in one interleaved run, and prints the ratio
+(results in bench/results-aplay.json).
 """
 
 from __future__ import annotations
