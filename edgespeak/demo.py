@@ -74,7 +74,7 @@ def demo(announcements: Path, output: Path) -> int:
             env=env,
         )
         print(f"edgespeak demo: broker 127.0.0.1:{broker.port}, playing to {where}")
-        ok = asyncio.run(_announce_all(broker.port, texts))
+        ok = asyncio.run(_announce_all(broker.port, texts, server))
     finally:
         stop_process(daemon)  # SIGTERM: the daemon closes the PCM, completing the WAV
         server.stop()
@@ -85,7 +85,12 @@ def demo(announcements: Path, output: Path) -> int:
     return 0 if ok else 1
 
 
-async def _announce_all(port: int, texts: list[str]) -> bool:
+OFFLINE_TEXT = "The TTS server is gone, and I can still speak."
+
+
+async def _announce_all(port: int, texts: list[str], server: LocalServer) -> bool:
+    """Speak ``texts``; then stop the TTS server and speak the first again (from the cache)
+    and one new text (through the offline fallback)."""
     ok = True
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe(f"edgespeak/{NODE}/#", qos=1)
@@ -94,7 +99,11 @@ async def _announce_all(port: int, texts: list[str]) -> bool:
             while (await anext(messages)) != (f"edgespeak/{NODE}/availability", b"online"):
                 pass
         print(f"{'#':>2}  {'source':<7} {'TTFA ms':>8} {'dur s':>6}  text")
-        for n, text in enumerate(texts, 1):
+        offline = [texts[0], OFFLINE_TEXT] if texts else []
+        for n, text in enumerate(texts + offline, 1):
+            if n == len(texts) + 1:
+                await asyncio.to_thread(server.stop)
+                print("    (TTS server stopped: cached phrases and the fallback still speak)")
             ann_id = f"demo-{n}"
             await client.publish(
                 f"edgespeak/{NODE}/announce", json.dumps({"text": text, "id": ann_id}), qos=1
