@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +151,105 @@ def has_sound_card() -> bool:
         return bool(alsaaudio.cards())
     except alsaaudio.ALSAAudioError:
         return False
+
+
+@dataclass
+class PulseAudio:
+    """A private PulseAudio server with a null sink on the unix socket ``workdir/pulse.sock``:
+    ALSA ``type pulse`` PCMs on it (``server "unix:…"``) play paced in real time, no card needed.
+
+    A low-latency keep-alive stream (``pacat`` playing silence) keeps the null sink rendering in
+    small blocks: left idle, it renders 2 s blocks, and a new stream measured a ~1.9 s stall
+    before its first frame was consumed. :meth:`start` returns once the sink's latency is below
+    ``READY_LATENCY_US``.
+    """
+
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    keepalive: subprocess.Popen[bytes] | None = None
+
+    READY_LATENCY_US = 50_000
+    SINK = "edgespeak_null"
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "pulse.sock"
+
+    @property
+    def server(self) -> str:
+        """The server address for ``PULSE_SERVER`` or the ALSA pulse PCM's ``server``."""
+        return f"unix:{self.socket}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "pulseaudio.log"
+
+    def _env(self) -> dict[str, str]:
+        home = self.workdir / "home"
+        home.mkdir(exist_ok=True)
+        return clean_env(
+            HOME=str(home), XDG_RUNTIME_DIR=str(home), XDG_CONFIG_HOME=str(home),
+            PULSE_SERVER=self.server,
+        )  # fmt: skip
+
+    def start(self, timeout_s: float = STARTUP_S) -> None:
+        """Start the server and the keep-alive stream; wait until the sink runs at low
+        latency. Raises StackError (with the server's log) when that fails."""
+        binary = shutil.which("pulseaudio") or "/usr/bin/pulseaudio"
+        pacat = shutil.which("pacat") or "/usr/bin/pacat"
+        for path, package in ((binary, "pulseaudio"), (pacat, "pulseaudio-utils")):
+            if not Path(path).exists():
+                raise StackError(f"{path} is not installed (apt-get install {package})")
+        conf = self.workdir / "pa.conf"
+        conf.write_text(
+            f"load-module module-null-sink sink_name={self.SINK}\n"
+            f"load-module module-native-protocol-unix socket={self.socket} auth-anonymous=1\n"
+        )
+        env = self._env()
+        self.proc = subprocess.Popen(
+            [binary, "-n", "-F", str(conf), "--daemonize=no", "--exit-idle-time=-1",
+             "--use-pid-file=no", f"--log-target=file:{self.log}", "--log-level=info"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        self._wait(deadline, self._accepting)
+        with open(os.devnull, "rb") as devnull, open("/dev/zero", "rb") as zero:
+            self.keepalive = subprocess.Popen(
+                [pacat, "--playback", "--raw", "--format=s16le", "--channels=1", "--rate=8000",
+                 "--latency-msec=20", f"--device={self.SINK}", "--client-name=keepalive"],
+                stdin=zero, stdout=subprocess.DEVNULL, stderr=devnull, env=env,
+            )  # fmt: skip
+        self._wait(deadline, self._low_latency)
+
+    def _accepting(self) -> bool:
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.socket))
+            return True
+        return False
+
+    def _low_latency(self) -> bool:
+        if self.keepalive is not None and self.keepalive.poll() is not None:
+            raise StackError(f"pacat exited with {self.keepalive.returncode}\n{self.log_text()}")
+        out = subprocess.run(
+            ["pactl", "list", "sinks"], capture_output=True, text=True, env=self._env()
+        ).stdout
+        found = re.search(r"Latency: (\d+) usec, configured (\d+) usec", out)
+        return found is not None and all(int(v) < self.READY_LATENCY_US for v in found.groups())
+
+    def _wait(self, deadline: float, ready: Callable[[], bool]) -> None:
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise StackError(
+                    f"pulseaudio exited with {self.proc.returncode}\n{self.log_text()}"
+                )
+            if ready():
+                return
+            time.sleep(0.02)  # polls the real condition, bounded by the deadline
+        raise StackError(f"PulseAudio not ready: {ready.__name__}\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
+
+    def stop(self) -> None:
+        stop_process(self.keepalive)
+        stop_process(self.proc)
