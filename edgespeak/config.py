@@ -88,12 +88,17 @@ class TtsConfig(_Section):
 
 
 class AudioConfig(_Section):
-    """The ALSA output."""
+    """The ALSA output: device, period and buffer (ms), lead-in, fades, keep-open, volume."""
 
     device: str = "default"
     period_ms: int = Field(20, ge=5, le=200)
-    periods: int = Field(4, ge=2, le=32)
+    buffer_ms: int = Field(80, ge=10, le=2000)
     queue_chunks: int = Field(64, ge=2, le=4096)
+    lead_in_ms: int = Field(0, ge=0, le=5000)
+    fade_ms: float = Field(8.0, ge=0, le=20)
+    keep_open_s: float = Field(3.0, ge=0, le=3600)
+    volume: float = Field(1.0, ge=0.0, le=1.0)
+    mixer: str | None = None
 
 
 class Phrase(_Section):

@@ -49,7 +49,18 @@ class Daemon:
         """Serve until stopped. The TTS connection is warmed at once, before any announcement;
         configured phrases are pre-warmed into the cache in the background."""
         s = self.settings
-        sink = AlsaSink(s.audio.device, s.audio.period_ms, s.audio.periods, s.audio.queue_chunks)
+        a = s.audio
+        sink = AlsaSink(
+            a.device,
+            period_ms=a.period_ms,
+            buffer_ms=a.buffer_ms,
+            queue_chunks=a.queue_chunks,
+            lead_in_ms=a.lead_in_ms,
+            fade_ms=a.fade_ms,
+            keep_open_s=a.keep_open_s,
+            volume=a.volume,
+            mixer=a.mixer,
+        )
         cache = PhraseCache(s.cache.dir, max_bytes=s.cache.max_bytes) if s.cache.enabled else None
         tts = make_tts_client(s)
         try:

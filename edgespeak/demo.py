@@ -34,12 +34,15 @@ from edgespeak.stack import (
 NODE = "demo"
 
 
-def _write_config(path: Path, *, broker_port: int, server_port: int, cache: Path) -> None:
+def _write_config(
+    path: Path, *, broker_port: int, server_port: int, cache: Path, sound_card: bool
+) -> None:
     path.write_text(
         f'node_id = "{NODE}"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
         f'[server]\nhost = "127.0.0.1"\nport = {server_port}\n'
-        f'[cache]\ndir = "{cache}"\n'
+        f'[cache]\ndir = "{cache}"\n' + ("" if sound_card else "[audio]\nkeep_open_s = 0\n")
+        # Into a WAV file (no sound card), keep-open silence would only pad it between lines.
     )
 
 
@@ -54,8 +57,14 @@ def demo(announcements: Path, output: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="edgespeak-demo-"))
     config = work / "config.toml"
     broker = Mosquitto(free_port(), work)
-    _write_config(config, broker_port=broker.port, server_port=free_port(), cache=work / "cache")
     sound_card = has_sound_card()
+    _write_config(
+        config,
+        broker_port=broker.port,
+        server_port=free_port(),
+        cache=work / "cache",
+        sound_card=sound_card,
+    )
     if sound_card:
         env, where = clean_env(), "the default ALSA device"
     else:

@@ -119,14 +119,16 @@ class Speaker:
             source=source,
             ttfa_ms=_ttfa_ms(ann, first) if first is not None else None,
             duration_s=round(playback.duration_s, 3),
+            underruns=playback.underruns,
             reason=audio.reason,
         )
         log.info(
-            "spoke %s from %s: ttfa %.0f ms, %.2f s",
+            "spoke %s from %s: ttfa %.0f ms, %.2f s, %d underruns",
             ann.id,
             source,
             event.ttfa_ms or 0,
             playback.duration_s,
+            playback.underruns,
         )
         self._publish(event)
         return event
@@ -169,7 +171,11 @@ class Speaker:
                 if utt is None:
                     rate_hz = audio.rate()
                     assert rate_hz is not None, "sources know their rate once they yield PCM"
-                    utt = await self._sink.begin(rate_hz)
+                    utt = await self._sink.begin(
+                        rate_hz,
+                        lead_in_ms=ann.lead_in_ms,
+                        gain=1.0 if ann.volume is None else ann.volume,
+                    )
                     playing = asyncio.create_task(self._announce_playing(ann, audio.source, utt))
                 await self._sink.write(utt, chunk)
             if utt is None:

@@ -168,15 +168,19 @@ async def watching(port: int) -> AsyncIterator[Watcher]:
 def daemon_config(
     path: Path, *, broker_port: int, tts_url: str, cache_dir: Path, fmt: str = "pcm",
     rate: int = 22050, device: str = "default", first_audio_timeout_ms: int = 5000,
-    phrases: tuple[str, ...] = (), fallback: bool = True,
+    phrases: tuple[str, ...] = (), fallback: bool = True, fade_ms: float = 0,
+    keep_open_s: float = 0,
 ) -> Path:  # fmt: skip
-    """Write the daemon's TOML config for a test stack; returns ``path``."""
+    """Write the daemon's TOML config for a test stack; returns ``path``. Fades and
+    keep-open silence are off by default so captures compare byte for byte with the server's
+    audio; the playback tests turn them on."""
     path.write_text(
         f'node_id = "testnode"\n[mqtt]\nport = {broker_port}\nreconnect_max_s = 1.0\n'
         f'[tts]\nurl = "{tts_url}"\nformat = "{fmt}"\nsample_rate = {rate}\n'
         f"connect_timeout_s = 2.0\nfirst_audio_timeout_ms = {first_audio_timeout_ms}\n"
         f'[cache]\ndir = "{cache_dir}"\nphrases = {json.dumps(list(phrases))}\n'
-        f'[audio]\ndevice = "{device}"\n[fallback]\nenabled = {str(fallback).lower()}\n'
+        f'[audio]\ndevice = "{device}"\nfade_ms = {fade_ms}\nkeep_open_s = {keep_open_s}\n'
+        f"[fallback]\nenabled = {str(fallback).lower()}\n"
     )
     return path
 

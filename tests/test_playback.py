@@ -1,0 +1,52 @@
+"""Playback options end to end: per-announcement volume and lead-in, faded interruption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.conftest import Stack
+from tests.test_scheduler import DOOR, HOLD, held_provider, send
+
+
+def samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.int32)
+
+
+async def test_volume_and_lead_in_from_the_payload(stack: Stack) -> None:
+    async with stack.daemon() as w:
+        await w.announce(json.dumps({"text": DOOR, "id": "v-1", "volume": 0.5, "lead_in_ms": 100}))
+        done = await w.wait("finished", "failed", ann_id="v-1")
+    assert done["state"] == "finished", done
+    played = samples(stack.capture.read())
+    source = samples(await stack.sent(DOOR))
+    lead_in = 2205  # 100 ms at 22050 Hz
+    assert len(played) == lead_in + len(source)
+    assert not played[:lead_in].any()
+    speech = played[lead_in:]
+    assert np.max(np.abs(speech - source / 2)) <= 1  # halved, rounded
+    assert np.max(np.abs(source)) > 1000  # real speech, not silence
+
+
+async def test_an_interrupted_announcement_fades_out_then_the_interrupter_plays(
+    stack: Stack,
+) -> None:
+    async with held_provider() as provider:
+        config = stack.config(tts_url=provider.url, fade_ms=8)
+        async with stack.daemon(config) as w:
+            await send(w, HOLD, "weather")
+            await w.wait("playing", ann_id="weather")
+            await send(w, DOOR, "door", priority="high")
+            await w.wait("finished", ann_id="door")
+            await w.wait("interrupted", ann_id="weather")
+    played = samples(stack.capture.read())
+    door = samples(await stack.sent(DOOR))
+    cut = len(played) - len(door)
+    weather = played[:cut]
+    # The weather report stops on a ramp to silence, not mid-waveform.
+    assert weather[-1] == 0
+    tail = np.abs(weather[-176:])  # its last 8 ms
+    assert tail.max() < 32767 and tail[-20:].max() <= tail[:20].max()
+    # The door announcement follows complete (its own fades only touch near-silent edges).
+    assert np.max(np.abs(played[cut:] - door)) <= 1
