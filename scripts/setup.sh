@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libopus0 opus-tools                    # Opus codec (opusenc/opusdec: tests cross-check)
   espeak-ng                              # the local TTS engine
   mosquitto                              # MQTT broker (demo and tests start their own)
+  pulseaudio pulseaudio-utils            # a paced null sink for the playback tests (pacat)
 )
 
 missing=()
