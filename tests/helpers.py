@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 import aiohttp
 import numpy as np
 import ormsgpack
+from aiohttp import web
 
-from edgespeak.tts.fish_protocol import split_first_sentence
+from edgespeak.stack import free_port
+from edgespeak.tts.fish_protocol import LIVE_PATH, split_first_sentence
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def serving_live(handle: Handler) -> AsyncIterator[str]:
+    """Serve ``handle`` at the Fish live path on 127.0.0.1 (a free port); yields the ws:// URL
+    and stops the server afterwards."""
+    app = web.Application()
+    app.router.add_get(LIVE_PATH, handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
+    finally:
+        await runner.cleanup()
 
 
 async def server_audio(url: str, text: str, *, fmt: str, rate: int | None) -> bytes:

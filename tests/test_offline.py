@@ -22,12 +22,11 @@ from aiohttp import WSMsgType, web
 from edgespeak.cache import PhraseCache
 from edgespeak.config import Settings
 from edgespeak.speaker import phrase_key, provider_request
-from edgespeak.stack import free_port
 from edgespeak.synthesis import Synthesizer
 from edgespeak.tts import fish_protocol as fp
 from edgespeak.tts.fish import FishLiveClient
 from tests.conftest import Stack, TtsServer, daemon_process, logged, watching
-from tests.helpers import server_audio
+from tests.helpers import server_audio, serving_live
 
 DOOR = "Someone is at the front door."
 SMOKE = "Smoke detected in the kitchen. Please leave the house."
@@ -62,16 +61,8 @@ async def scripted_provider(*, audio: bytes = b"") -> AsyncIterator[tuple[str, a
                     sent.set()
         return ws
 
-    app = web.Application()
-    app.router.add_get(fp.LIVE_PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"ws://127.0.0.1:{port}{fp.LIVE_PATH}", sent
-    finally:
-        await runner.cleanup()
+    async with serving_live(handle) as url:
+        yield url, sent
 
 
 async def test_pinned_phrases_play_byte_identical_with_the_server_stopped(stack: Stack) -> None:

@@ -18,9 +18,9 @@ import ormsgpack
 from aiohttp import WSMsgType, web
 
 from edgespeak.engines.espeak import EspeakEngine
-from edgespeak.stack import free_port
 from edgespeak.tts import fish_protocol as fp
 from tests.conftest import Stack, Watcher
+from tests.helpers import serving_live
 
 HOLD = "Hold on, this is a long weather report for the whole week ahead."
 DOOR = "Someone is at the front door."
@@ -65,18 +65,12 @@ async def held_provider() -> AsyncIterator[HeldProvider]:
                 text = ""
         return ws
 
-    app = web.Application()
-    app.router.add_get(fp.LIVE_PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    provider.url = f"ws://127.0.0.1:{port}{fp.LIVE_PATH}"
-    try:
-        yield provider
-    finally:
-        provider.release.set()
-        await runner.cleanup()
+    async with serving_live(handle) as url:
+        provider.url = url
+        try:
+            yield provider
+        finally:
+            provider.release.set()
 
 
 async def send(w: Watcher, text: str, ann_id: str, **fields: object) -> None:
