@@ -68,16 +68,6 @@ class Scheduler:
         self._interrupted: dict[asyncio.Task[Event], str] = {}
         self._wakeup = asyncio.Event()
 
-    @property
-    def queue_length(self) -> int:
-        """Announcements waiting (not counting the one playing)."""
-        return len(self._waiting)
-
-    @property
-    def playing(self) -> Announcement | None:
-        """The announcement being spoken, if any."""
-        return self._current[0] if self._current else None
-
     def submit(self, ann: Announcement) -> None:
         """Queue ``ann`` (publishing ``received``), or ignore/refuse it per the rules above;
         interrupts the playing announcement if ``ann`` outranks it."""

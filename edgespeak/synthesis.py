@@ -171,7 +171,7 @@ class _CacheTee:
         self._text = text
         self._voice = voice
         self._writer: CacheWriter | None = None
-        self._failed = cache is None
+        self._failed = False
 
     def write(self, pcm: bytes, rate_hz: int) -> None:
         if self._failed or self._cache is None:

@@ -31,7 +31,6 @@ SMOKE = "Smoke detected."
 class HeldProvider:
     url: str = ""
     release: asyncio.Event = field(default_factory=asyncio.Event)
-    held: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def espeak_all(engine: EspeakEngine, text: str) -> bytes:
@@ -57,7 +56,6 @@ async def held_provider() -> AsyncIterator[HeldProvider]:
                 pcm = await espeak_all(engine, text.strip())
                 if text.strip().startswith("Hold"):
                     await ws.send_bytes(fp.audio(pcm[:22050]))  # half a second, then hold
-                    provider.held.set()
                     await provider.release.wait()
                     pcm = pcm[22050:]
                 await ws.send_bytes(fp.audio(pcm))
@@ -86,7 +84,6 @@ async def test_high_interrupts_normal_and_critical_interrupts_high(stack: Stack)
         door = await w.wait("finished", "failed", ann_id="door")
         weather = await w.wait("interrupted", "finished", "failed", ann_id="weather")
 
-        provider.held.clear()
         await send(w, HOLD + " Again.", "weather-2", priority="high")
         await w.wait("playing", ann_id="weather-2")
         await send(w, SMOKE, "smoke", priority="critical")
