@@ -47,6 +47,15 @@ class MqttConfig(_Section):
     password: SecretStr | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_max_s: float = Field(30.0, gt=0)
+    groups: tuple[str, ...] = ()
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name != sanitise_node_id(name):
+                raise ValueError(f"group {name!r} must match [a-z0-9_-]+")
+        return value
 
     @field_validator("prefix")
     @classmethod
@@ -99,6 +108,14 @@ class AudioConfig(_Section):
     keep_open_s: float = Field(3.0, ge=0, le=3600)
     volume: float = Field(1.0, ge=0.0, le=1.0)
     mixer: str | None = None
+
+
+class SoundsConfig(_Section):
+    """Chimes: WAV files in ``dir`` named by their stem (``doorbell.wav`` → ``"doorbell"``),
+    next to the built-in ones; a file in ``dir`` overrides a built-in of the same name."""
+
+    dir: Path | None = None
+    default_chime: str = "doorbell"
 
 
 class Phrase(_Section):
@@ -159,11 +176,29 @@ class ServerConfig(_Section):
 
 
 class DaemonConfig(_Section):
-    """Announcement handling in ``edgespeak run``."""
+    """Announcement handling in ``edgespeak run``. ``state_dir`` keeps what must survive a
+    restart (the volume set over MQTT)."""
 
     queue_max: int = Field(20, ge=1, le=1000)
     ttl_s: float = Field(60.0, gt=0)
     dedup_window_s: float = Field(60.0, ge=0)
+    state_dir: Path = Path("/var/lib/edgespeak")
+
+
+class HomeAssistantConfig(_Section):
+    """MQTT discovery for Home Assistant (shared/protocols.md §4)."""
+
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+    status_topic: str = "homeassistant/status"
+
+
+class HermesConfig(_Section):
+    """Rhasspy Hermes compatibility (shared/protocols.md §3): ``hermes/tts/say`` and
+    ``hermes/audioServer/<site_id>/playBytes/#`` for this ``site_id``."""
+
+    enabled: bool = False
+    site_id: str = "default"
 
 
 class Settings(BaseSettings):
@@ -185,6 +220,9 @@ class Settings(BaseSettings):
     fallback: FallbackConfig = FallbackConfig()
     server: ServerConfig = ServerConfig()
     daemon: DaemonConfig = DaemonConfig()
+    sounds: SoundsConfig = SoundsConfig()
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+    hermes: HermesConfig = HermesConfig()
 
     @field_validator("node_id")
     @classmethod

@@ -38,19 +38,42 @@ OUTBOX_EVENTS = 1000
 
 @dataclass(frozen=True)
 class Topics:
-    """The topics of one node."""
+    """The topics of one node: its own, ``all``'s and those of its ``groups``."""
 
     prefix: str
     node_id: str
+    groups: tuple[str, ...] = ()
+
+    @property
+    def _targets(self) -> list[str]:
+        """The topic stems this node answers to."""
+        stems = [f"{self.prefix}/{self.node_id}", f"{self.prefix}/all"]
+        return stems + [f"{self.prefix}/group/{group}" for group in self.groups]
 
     @property
     def announce(self) -> list[str]:
-        return [f"{self.prefix}/{self.node_id}/announce", f"{self.prefix}/all/announce"]
+        """Announce payloads (plain text or JSON), QoS 1."""
+        return [f"{stem}/announce" for stem in self._targets]
 
     @property
     def stop(self) -> list[str]:
         """Stop the playing announcement and clear the queue (payload ignored)."""
-        return [f"{self.prefix}/{self.node_id}/stop", f"{self.prefix}/all/stop"]
+        return [f"{stem}/stop" for stem in self._targets]
+
+    @property
+    def chime(self) -> str:
+        """Play a chime (payload: a sound name; empty = ``[sounds] default_chime``)."""
+        return f"{self.prefix}/{self.node_id}/chime"
+
+    @property
+    def volume_set(self) -> str:
+        """Set the volume: payload a number 0-100 (percent); persisted across restarts."""
+        return f"{self.prefix}/{self.node_id}/volume/set"
+
+    @property
+    def state(self) -> str:
+        """Retained JSON state: speaking/idle, volume, queue length, cache entries, provider."""
+        return f"{self.prefix}/{self.node_id}/state"
 
     @property
     def event(self) -> str:
@@ -89,7 +112,7 @@ class MqttLink:
         self, settings: Settings, on_announce: OnAnnounce, on_stop: Callable[[], None]
     ) -> None:
         self._settings = settings
-        self.topics = Topics(settings.mqtt.prefix, settings.node_id)
+        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
         self._on_announce = on_announce
         self._on_stop = on_stop
         self._client: aiomqtt.Client | None = None
