@@ -18,6 +18,7 @@ from collections.abc import Callable
 from edgespeak.announcement import Announcement, parse_payload
 from edgespeak.audio.alsa import AlsaSink
 from edgespeak.cache import PhraseCache
+from edgespeak.chimes import Chimes
 from edgespeak.config import Settings
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import PayloadError, TtsError
@@ -67,7 +68,10 @@ class Daemon:
             async with tts:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
                 fallback = fallback_engine(s)
-                speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self.link.post_event)
+                chimes = Chimes(s.sounds.dir)
+                speaker = Speaker(
+                    s, synth, tts.url, sink, cache, fallback, self.link.post_event, chimes
+                )
                 self._scheduler = Scheduler(
                     speaker.speak,
                     self.link.post_event,

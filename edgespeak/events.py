@@ -30,6 +30,8 @@ class Event:
     ``duration_s``: seconds of audio played. ``underruns``: ALSA xruns while it played.
     ``error``: a human-readable reason (failed, expired, interrupted).
     ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
+    ``chime_gap_ms``: milliseconds of silence between the chime and the speech (chimed only).
+    ``warning``: something that went wrong without stopping it (an unknown chime, skipped).
     """
 
     id: str
@@ -40,6 +42,8 @@ class Event:
     underruns: int | None = None
     error: str | None = None
     reason: str | None = None
+    chime_gap_ms: float | None = None
+    warning: str | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:

@@ -6,6 +6,12 @@ when the provider cannot deliver first audio within ``[tts] first_audio_timeout_
 unreachable, server error, timeout), espeak-ng in the daemon (``"fallback"``, never cached).
 Events: ``playing`` when the first frame is handed to ALSA (with ``ttfa_ms``), then
 ``finished`` or ``failed``.
+
+Chimes: an announcement with ``chime`` starts its chime (after the lead-in) and its synthesis
+at the same moment; the speech utterance is queued behind the chime as soon as its first audio
+is in, so it follows the chime's last frame with no gap when synthesis is faster than the
+chime. ``ttfa_ms`` then measures to the chime's first frame, and ``chime_gap_ms`` in the
+``finished`` event is the silence the device played between chime and speech.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from edgespeak.announcement import Announcement
 from edgespeak.audio.alsa import AlsaSink, Playback, Utterance
 from edgespeak.cache import PhraseCache, cache_key
+from edgespeak.chimes import ChimeError, Chimes
 from edgespeak.config import Settings
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import (
@@ -74,6 +81,7 @@ class Speaker:
     """Turns announcements into sound on ``sink``, publishing events through ``publish``.
 
     ``fallback``: the in-daemon espeak-ng engine, or None when disabled or not installed.
+    ``chimes``: the chime library (None: a ``chime`` field is reported as unknown).
     """
 
     def __init__(
@@ -85,6 +93,7 @@ class Speaker:
         cache: PhraseCache | None,
         fallback: EspeakEngine | None,
         publish: Publish,
+        chimes: Chimes | None = None,
     ) -> None:
         self._settings = settings
         self._synth = synth
@@ -93,34 +102,46 @@ class Speaker:
         self._cache = cache
         self._fallback = fallback
         self._publish = publish
+        self._chimes = chimes
 
     async def speak(self, ann: Announcement) -> Event:
         """Play ``ann``; returns the final event (``finished`` or ``failed``), already published.
 
-        Never raises for a failure of the provider, the audio device, the format or the cache.
+        Never raises for a failure of the provider, the audio device, the format, the cache or
+        the chime (an unusable chime is skipped; the ``finished`` event's ``warning`` says why).
         """
         key = phrase_key(self._settings, self._endpoint, ann.text, ann.voice)
         # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
         cached = await asyncio.to_thread(self._cache.get, key) if self._cache else None
         source: Source = "cache" if cached is not None else "stream"
+        chime: Utterance | None = None
+        warning = None
         try:
+            rate_hz = cached.rate_hz if cached is not None else self._settings.tts.rate_hz
+            chime, warning = await self._start_chime(ann, rate_hz)
             if cached is not None:
                 audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
             else:
                 audio = await self._stream_or_fallback(ann, key)
             source = audio.source
-            playback = await self._play(ann, audio)
+            playback = await self._play(ann, audio, after=chime)
         except EdgespeakError as exc:
             return self.fail(ann, str(exc), source)
-        first = playback.first_frame_at
+        except BaseException:  # cancelled (interrupted, stopped): the chime stops too
+            if chime is not None:
+                await self._sink.abort(chime)
+            raise
+        first = playback.first_frame_at if chime is None else chime.playback.first_frame_at
         event = Event(
             ann.id,
             "finished",
             source=source,
             ttfa_ms=_ttfa_ms(ann, first) if first is not None else None,
             duration_s=round(playback.duration_s, 3),
-            underruns=playback.underruns,
+            underruns=playback.underruns + (chime.playback.underruns if chime else 0),
             reason=audio.reason,
+            chime_gap_ms=_gap_ms(chime.playback, playback) if chime is not None else None,
+            warning=warning,
         )
         log.info(
             "spoke %s from %s: ttfa %.0f ms, %.2f s, %d underruns",
@@ -162,8 +183,31 @@ class Speaker:
             return _Audio("fallback", pcm, lambda: fallback.rate_hz, reason)
         return _Audio("stream", _prepend(first, pcm), lambda: flight.rate_hz)
 
-    async def _play(self, ann: Announcement, audio: _Audio) -> Playback:
-        """Write the audio to the sink as it arrives; drain; abort the sound on any failure."""
+    async def _start_chime(
+        self, ann: Announcement, rate_hz: int
+    ) -> tuple[Utterance | None, str | None]:
+        """Queue ``ann``'s chime (lead-in first) at ``rate_hz`` and its end, without waiting
+        for it to play. Returns its utterance, or None and a warning when it cannot be played
+        (unknown or broken file: logged, the speech goes on without it)."""
+        if ann.chime is None:
+            return None, None
+        try:
+            if self._chimes is None:
+                raise ChimeError(f"unknown chime {ann.chime!r} (no chimes configured)")
+            pcm = self._chimes.pcm(ann.chime, rate_hz)
+        except ChimeError as exc:
+            log.warning("announcement %s plays without its chime: %s", ann.id, exc)
+            return None, str(exc)
+        utt = await self._sink.begin(rate_hz, lead_in_ms=ann.lead_in_ms, gain=_gain(ann))
+        await self._sink.write(utt, pcm)
+        self._sink.end_nowait(utt)
+        return utt, None
+
+    async def _play(self, ann: Announcement, audio: _Audio, after: Utterance | None) -> Playback:
+        """Write the audio to the sink as it arrives; drain; abort the sound on any failure.
+
+        ``after``: the chime this speech follows (then no lead-in of its own: the chime had it).
+        """
         utt: Utterance | None = None
         playing: asyncio.Task[None] | None = None
         try:
@@ -173,10 +217,11 @@ class Speaker:
                     assert rate_hz is not None, "sources know their rate once they yield PCM"
                     utt = await self._sink.begin(
                         rate_hz,
-                        lead_in_ms=ann.lead_in_ms,
-                        gain=1.0 if ann.volume is None else ann.volume,
+                        lead_in_ms=ann.lead_in_ms if after is None else 0,
+                        gain=_gain(ann),
                     )
-                    playing = asyncio.create_task(self._announce_playing(ann, audio.source, utt))
+                    first = after or utt
+                    playing = asyncio.create_task(self._announce_playing(ann, audio.source, first))
                 await self._sink.write(utt, chunk)
             if utt is None:
                 raise TtsProtocolError(f"the {audio.source} source finished without audio")
@@ -203,6 +248,22 @@ class Speaker:
         event = Event(ann.id, "failed", source=source, error=error)
         self._publish(event)
         return event
+
+
+def _gain(ann: Announcement) -> float:
+    return 1.0 if ann.volume is None else ann.volume
+
+
+def _gap_ms(chime: Playback, speech: Playback) -> float | None:
+    """Milliseconds of silence between the chime's last frame and the speech's first: exact
+    (frames the device played) when it kept running in between, else estimated from the
+    clock (the device stopped: the chime's play time taken as its length)."""
+    if speech.gap_frames is not None:
+        return round(speech.gap_frames * 1000 / speech.rate_hz, 1)
+    if chime.first_frame_at is None or speech.first_frame_at is None:
+        return None
+    chime_s = (chime.lead_in_frames + chime.frames) / chime.rate_hz
+    return round(max(0.0, speech.first_frame_at - chime.first_frame_at - chime_s) * 1000, 1)
 
 
 def _ttfa_ms(ann: Announcement, first_frame_at: float) -> float:

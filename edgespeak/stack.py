@@ -131,12 +131,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def capture_alsa_conf(conf: Path, output: Path, *, file_format: str = "raw") -> dict[str, str]:
+def capture_alsa_conf(
+    conf: Path, output: Path, *, file_format: str = "raw", pulse_server: str | None = None
+) -> dict[str, str]:
     """Write an ALSA config whose ``default`` PCM goes to a ``file`` PCM over ``null``:
     every byte handed to ALSA lands in ``output`` (``raw`` bytes, or a ``wav`` file whose
-    header is completed when the PCM is closed). Returns the env selecting it."""
+    header is completed when the PCM is closed). With ``pulse_server`` (see
+    :attr:`PulseAudio.server`) the file PCM's slave is that server's null sink instead: the
+    capture is still byte-exact, and playback is paced in real time. Returns the env
+    selecting it."""
+    slave = f'{{ type pulse server "{pulse_server}" }}' if pulse_server else '"null"'
     conf.write_text(
-        'pcm.capture {\n type file\n slave.pcm "null"\n'
+        f"pcm.capture {{\n type file\n slave.pcm {slave}\n"
         f' file "{output}"\n format "{file_format}"\n}}\n'
         'pcm.!default {\n type plug\n slave.pcm "capture"\n}\n'
     )

@@ -24,6 +24,8 @@ from edgespeak.stack import (
     STARTUP_S,
     LocalServer,
     Mosquitto,
+    PulseAudio,
+    StackError,
     capture_alsa_conf,
     clean_env,
     edgespeak_command,
@@ -85,14 +87,16 @@ def tts_server(tmp_path: Path) -> Iterator[TtsServer]:
 
 @dataclass
 class AlsaCapture:
-    """An ALSA ``file`` PCM over ``null``: every byte handed to ALSA lands in ``path``."""
+    """An ALSA ``file`` PCM over ``null`` (or, with ``pulse_server``, over a PulseAudio null
+    sink, paced in real time): every byte handed to ALSA lands in ``path``."""
 
     conf: Path
     path: Path
+    pulse_server: str | None = None
 
     @property
     def env(self) -> dict[str, str]:
-        return capture_alsa_conf(self.conf, self.path)
+        return capture_alsa_conf(self.conf, self.path, pulse_server=self.pulse_server)
 
     def read(self) -> bytes:
         return self.path.read_bytes() if self.path.exists() else b""
@@ -101,6 +105,19 @@ class AlsaCapture:
 @pytest.fixture
 def alsa_capture(tmp_path: Path) -> AlsaCapture:
     return AlsaCapture(tmp_path / "asound.conf", tmp_path / "capture.raw")
+
+
+@pytest.fixture(scope="session")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseAudio]:
+    """A private PulseAudio null sink for real-time paced playback (one per session)."""
+    server = PulseAudio(tmp_path_factory.mktemp("pulse"))
+    try:
+        server.start()
+    except StackError as exc:
+        server.stop()
+        pytest.fail(f"PulseAudio did not start: {exc}")
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -263,3 +280,12 @@ def stack(
     broker: Mosquitto, tts_server: TtsServer, alsa_capture: AlsaCapture, tmp_path: Path
 ) -> Stack:
     return Stack(broker, tts_server, alsa_capture, tmp_path)
+
+
+@pytest.fixture
+def paced_stack(
+    broker: Mosquitto, tts_server: TtsServer, pulse: PulseAudio, tmp_path: Path
+) -> Stack:
+    """A :class:`Stack` whose ALSA capture is paced in real time (file over PulseAudio)."""
+    capture = AlsaCapture(tmp_path / "asound.conf", tmp_path / "capture.raw", pulse.server)
+    return Stack(broker, tts_server, capture, tmp_path)

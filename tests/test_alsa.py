@@ -23,7 +23,7 @@ import pytest
 
 from edgespeak.audio.alsa import AlsaSink, Playback
 from edgespeak.errors import AudioDeviceError
-from edgespeak.stack import PulseAudio, StackError
+from edgespeak.stack import PulseAudio
 
 RATE = 22050
 FS = 32767  # full scale
@@ -60,18 +60,6 @@ def alsa_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         del os.environ["ALSA_CONFIG_PATH"]
     else:
         os.environ["ALSA_CONFIG_PATH"] = saved
-
-
-@pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseAudio]:
-    server = PulseAudio(tmp_path_factory.mktemp("pulse"))
-    try:
-        server.start()
-    except StackError as exc:
-        server.stop()
-        pytest.fail(f"PulseAudio did not start: {exc}")
-    yield server
-    server.stop()
 
 
 def capture(path: Path) -> str:
@@ -373,7 +361,24 @@ async def test_keep_open_lets_the_next_utterance_start_at_once(
     gap = len(got) // 2 - first.frames - second.frames - keep
     buffer_frames, period_frames = round(RATE * 0.08), round(RATE * 0.02)
     assert buffer_frames <= gap <= buffer_frames + 2 * period_frames < keep
+    assert second.gap_frames == gap  # what the writer reports is what the device played
     assert got == one + bytes(gap * 2) + two + bytes(keep * 2)
+
+
+async def test_an_utterance_queued_behind_an_ended_one_follows_without_a_gap(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    out = tmp_path / "out.raw"
+    one, two = dc(4410, 1000), dc(2205, 2000)  # 200 ms, then 100 ms
+    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=0.4) as sink:
+        first = await sink.begin(RATE)
+        await sink.write(first, one)
+        ended = sink.end_nowait(first)  # queued at once, not waited for
+        second = await play(sink, two)
+        await ended
+        await sink.wait_idle()
+    assert second.gap_frames == 0
+    assert out.read_bytes() == one + two + bytes(round(RATE * 0.4) * 2)
 
 
 async def test_underrun_is_counted_and_playback_completes(

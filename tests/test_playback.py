@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from edgespeak.chimes import Chimes
 from tests.conftest import Stack
 from tests.test_scheduler import DOOR, HOLD, held_provider, send
 
@@ -50,3 +51,34 @@ async def test_an_interrupted_announcement_fades_out_then_the_interrupter_plays(
     assert tail.max() < 32767 and tail[-20:].max() <= tail[:20].max()
     # The door announcement follows complete (its own fades only touch near-silent edges).
     assert np.max(np.abs(played[cut:] - door)) <= 1
+
+
+async def test_speech_follows_its_chime_without_a_gap(paced_stack: Stack) -> None:
+    stack = paced_stack
+    config = stack.config(keep_open_s=0.5)  # a late speech would show as silence
+    async with stack.daemon(config) as w:
+        await w.announce(
+            json.dumps({"text": DOOR, "id": "c-1", "chime": "doorbell", "lead_in_ms": 50})
+        )
+        done = await w.wait("finished", "failed", ann_id="c-1")
+        playing = await w.wait("playing", ann_id="c-1")
+    assert done["state"] == "finished", done
+    assert done["chime_gap_ms"] == 0
+    chime = Chimes(None).pcm("doorbell", 22050)
+    speech = await stack.sent(DOOR)
+    lead = bytes(1102 * 2)  # 50 ms at 22050 Hz, before the chime only
+    played = stack.capture.read()
+    expected = lead + chime + speech
+    assert played[: len(expected)] == expected
+    assert not any(played[len(expected) :])  # then keep-open silence
+    assert playing["ttfa_ms"] < done["ttfa_ms"] + 1  # measured to the chime's first frame
+
+
+async def test_an_unknown_chime_is_skipped_with_a_warning(stack: Stack) -> None:
+    async with stack.daemon() as w:
+        await w.announce(json.dumps({"text": DOOR, "id": "c-2", "chime": "gong"}))
+        done = await w.wait("finished", "failed", ann_id="c-2")
+    assert done["state"] == "finished", done
+    assert "unknown chime 'gong'" in done["warning"] and "doorbell" in done["warning"]
+    assert "chime_gap_ms" not in done
+    assert stack.capture.read() == await stack.sent(DOOR)

@@ -53,6 +53,9 @@ class Playback:
     ``lead_in_frames``: frames of lead-in silence written. ``rate_hz``: the PCM's sample rate.
     ``underruns``: ALSA underruns (xruns) met while writing it, each recovered.
     ``interrupted``: :meth:`AlsaSink.abort` cut it short.
+    ``gap_frames``: frames of keep-open silence the device played between the previous
+    utterance's last frame and this one's first (its own lead-in not counted), or None when the
+    device had stopped in between (drained, reopened) or nothing played before.
     """
 
     rate_hz: int
@@ -61,6 +64,7 @@ class Playback:
     lead_in_frames: int = 0
     underruns: int = 0
     interrupted: bool = False
+    gap_frames: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -161,6 +165,7 @@ class AlsaSink:
         self._ended: Utterance | None = None  # ended; done is settled once it has been played
         self._since_end = 0  # frames of silence written since _ended ended
         self._silence_left = 0  # keep-open frames still to write
+        self._silence_run: int | None = None  # silence frames since the last utterance frame
         self._thread = threading.Thread(target=self._run, name="alsa-writer", daemon=True)
         self._thread.start()
 
@@ -200,8 +205,13 @@ class AlsaSink:
     async def end(self, utt: Utterance) -> Playback:
         """Fade out and finish ``utt``; returns once it has been played, or once the next
         utterance follows it without a gap. Raises AudioDeviceError."""
+        return await self.end_nowait(utt)
+
+    def end_nowait(self, utt: Utterance) -> asyncio.Future[Playback]:
+        """Like :meth:`end`, without waiting: the end is queued at once, so an utterance
+        begun right after follows ``utt`` without a gap. Returns ``utt``'s done future."""
         self._put("end", utt)
-        return await utt.done
+        return utt.done
 
     async def abort(self, utt: Utterance, fade: bool = True) -> Playback:
         """Stop ``utt`` now, dropping what is still queued for it; returns what was played.
@@ -288,6 +298,8 @@ class AlsaSink:
                 frames = min(self._period_frames, self._silence_left)
                 self._guard(None, self._write, None, bytes(frames * FRAME_BYTES))
                 self._silence_left -= frames
+                if self._silence_run is not None:
+                    self._silence_run += frames
                 self._since_end += frames
                 if self._since_end >= self._buffer_frames:  # the utterance has left the buffer
                     self._settle_ended()
@@ -310,6 +322,7 @@ class AlsaSink:
         if self._guard(utt, self._open, utt.playback.rate_hz) is None:
             return
         self._current = utt
+        utt.playback.gap_frames = self._silence_run
         if utt.lead_in:
             self._guard(utt, self._write, utt, bytes(utt.lead_in * FRAME_BYTES), True)
 
@@ -406,6 +419,7 @@ class AlsaSink:
             self._running = True
             done += written * FRAME_BYTES
             if utt is not None:
+                self._silence_run = 0
                 if lead_in:
                     utt.playback.lead_in_frames += written
                 else:
@@ -455,6 +469,7 @@ class AlsaSink:
         """The PCM stopped (drained, dropped or closed): what it played is over."""
         self._running = False
         self._silence_left = 0
+        self._silence_run = None
         self._settle_ended()
 
     def _settle_ended(self) -> None:

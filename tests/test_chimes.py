@@ -1,0 +1,72 @@
+"""The chime library: built-in doorbell, a sounds directory over it, resampling, bad files."""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgespeak.chimes import ChimeError, Chimes
+
+
+def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def s16(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.int32)
+
+
+def test_the_built_in_doorbell_is_a_clean_chime() -> None:
+    pcm = s16(Chimes(None).pcm("doorbell", 22050))
+    assert 1.0 <= len(pcm) / 22050 <= 2.0
+    assert pcm[0] == 0 and pcm[-1] == 0  # starts and ends on silence: no click
+    assert np.abs(pcm[:44]).max() < 8000  # a 2 ms attack, not a full-scale step
+    assert 15000 < np.abs(pcm).max() <= 16384  # peaks at -6 dBFS
+    assert "doorbell" in Chimes(None).names()
+
+
+def test_a_sounds_dir_adds_chimes_and_overrides_built_ins(tmp_path: Path) -> None:
+    tone = (np.sin(np.arange(4410) * 2 * np.pi * 440 / 44100) * 8000).round()
+    (tmp_path / "ding.wav").write_bytes(wav_bytes(tone, 44100))
+    (tmp_path / "doorbell.wav").write_bytes(wav_bytes(np.full(100, 1234), 22050))
+    chimes = Chimes(tmp_path)
+    assert {"ding", "doorbell"} <= set(chimes.names())
+    ding = s16(chimes.pcm("ding", 22050))  # 100 ms at 44.1 kHz → 22.05 kHz
+    assert len(ding) == 2205
+    assert 7000 < np.abs(ding[200:-200]).max() < 8800
+    assert np.all(s16(chimes.pcm("doorbell", 22050)) == 1234)
+    assert s16(chimes.pcm("ding", 44100)).tolist() == tone.astype(int).tolist()
+
+
+def test_stereo_chimes_are_mixed_to_mono(tmp_path: Path) -> None:
+    frames = np.column_stack([np.full(50, 1000), np.full(50, 3000)]).reshape(-1)
+    (tmp_path / "st.wav").write_bytes(wav_bytes(frames, 16000, channels=2))
+    assert np.all(s16(Chimes(tmp_path).pcm("st", 16000)) == 2000)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("nosuch", None, "unknown chime 'nosuch' (available: doorbell"),
+        ("../etc/passwd", None, "not a plain file name"),
+        ("broken", b"RIFF\x00\x00", "chime 'broken': not a PCM WAV file"),
+        ("empty", wav_bytes(np.zeros(0), 22050), "holds no audio"),
+    ],
+)
+def test_bad_chimes_raise_a_clear_error(
+    tmp_path: Path, name: str, content: bytes | None, message: str
+) -> None:
+    if content is not None:
+        (tmp_path / f"{name}.wav").write_bytes(content)
+    with pytest.raises(ChimeError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        Chimes(tmp_path).pcm(name, 22050)
