@@ -34,6 +34,9 @@ class Announcement:
     ``received_at`` is ``time.monotonic()`` seconds at MQTT receipt: TTFA is measured from it.
     ``id_given``: the payload named the id (duplicates of it are ignored). ``ttl_s`` None = the
     configured default. ``volume`` None = 1.0; ``lead_in_ms`` None = ``[audio] lead_in_ms``.
+    ``sound``: audio to play instead of speaking ``text`` (a Hermes ``playBytes`` WAV, the
+    test-chime button): bytes of s16le mono PCM at ``sound_rate_hz`` Hz; ``text`` then only
+    names it in logs.
     """
 
     text: str
@@ -47,6 +50,8 @@ class Announcement:
     volume: float | None = None
     chime: str | None = None
     lead_in_ms: int | None = None
+    sound: bytes | None = field(default=None, repr=False)
+    sound_rate_hz: int = 0
 
     @property
     def rank(self) -> int:

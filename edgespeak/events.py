@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 State = Literal["received", "playing", "finished", "interrupted", "expired", "failed"]
-Source = Literal["stream", "cache", "fallback"]
+Source = Literal["stream", "cache", "fallback", "sound"]
 
 # Wall clock and monotonic clock read together once: event times are the monotonic clock
 # mapped onto the wall clock, so they keep their order and spacing when NTP steps the clock

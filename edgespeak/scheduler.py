@@ -68,6 +68,11 @@ class Scheduler:
         self._interrupted: dict[asyncio.Task[Event], str] = {}
         self._wakeup = asyncio.Event()
 
+    @property
+    def queue_length(self) -> int:
+        """Announcements waiting (the playing one not counted)."""
+        return len(self._waiting)
+
     def submit(self, ann: Announcement) -> None:
         """Queue ``ann`` (publishing ``received``), or ignore/refuse it per the rules above;
         interrupts the playing announcement if ``ann`` outranks it."""

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from edgespeak.announcement import Announcement
 from edgespeak.audio.alsa import AlsaSink, Playback, Utterance
@@ -110,6 +111,8 @@ class Speaker:
         Never raises for a failure of the provider, the audio device, the format, the cache or
         the chime (an unusable chime is skipped; the ``finished`` event's ``warning`` says why).
         """
+        if ann.sound is not None:
+            return await self._play_sound(ann, ann.sound)
         key = phrase_key(self._settings, self._endpoint, ann.text, ann.voice)
         # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
         cached = await asyncio.to_thread(self._cache.get, key) if self._cache else None
@@ -131,25 +134,54 @@ class Speaker:
             if chime is not None:
                 await self._sink.abort(chime)
             raise
-        first = playback.first_frame_at if chime is None else chime.playback.first_frame_at
-        event = Event(
-            ann.id,
-            "finished",
-            source=source,
-            ttfa_ms=_ttfa_ms(ann, first) if first is not None else None,
-            duration_s=round(playback.duration_s, 3),
+        first = playback if chime is None else chime.playback
+        return self._finished(
+            ann,
+            source,
+            playback,
+            first.first_frame_at,
             underruns=playback.underruns + (chime.playback.underruns if chime else 0),
             reason=audio.reason,
             chime_gap_ms=_gap_ms(chime.playback, playback) if chime is not None else None,
             warning=warning,
         )
+
+    async def _play_sound(self, ann: Announcement, pcm: bytes) -> Event:
+        """Play a ready sound (``source: "sound"``): a Hermes WAV, a chime on its own."""
+        audio = _Audio("sound", _aiter([pcm]), lambda: ann.sound_rate_hz)
+        try:
+            playback = await self._play(ann, audio, after=None)
+        except EdgespeakError as exc:
+            return self.fail(ann, str(exc), "sound")
+        return self._finished(
+            ann, "sound", playback, playback.first_frame_at, underruns=playback.underruns
+        )
+
+    def _finished(
+        self,
+        ann: Announcement,
+        source: Source,
+        playback: Playback,
+        first_frame_at: float | None,
+        **extra: Any,
+    ) -> Event:
+        """Log and publish the ``finished`` event (TTFA to ``first_frame_at``); returns it."""
+        event = Event(
+            ann.id,
+            "finished",
+            source=source,
+            ttfa_ms=_ttfa_ms(ann, first_frame_at) if first_frame_at is not None else None,
+            duration_s=round(playback.duration_s, 3),
+            **extra,
+        )
         log.info(
-            "spoke %s from %s: ttfa %.0f ms, %.2f s, %d underruns",
+            "%s %s from %s: ttfa %.0f ms, %.2f s, %d underruns",
+            "played" if source == "sound" else "spoke",
             ann.id,
             source,
             event.ttfa_ms or 0,
             playback.duration_s,
-            playback.underruns,
+            event.underruns or 0,
         )
         self._publish(event)
         return event

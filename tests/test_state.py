@@ -1,0 +1,68 @@
+"""The node state shown to Home Assistant and the volume kept across restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgespeak.events import Event
+from edgespeak.state import NodeState, VolumeStore, parse_volume
+
+
+def shown(state: NodeState) -> dict[str, object]:
+    body: dict[str, object] = json.loads(state.to_json())
+    return body
+
+
+def test_speaking_follows_the_playing_announcement_only() -> None:
+    state = NodeState(volume=0.654, queue=2, cache_entries=7, provider_reachable=True)
+    assert shown(state) == {
+        "state": "idle", "volume": 65, "queue": 2, "cache_entries": 7,
+        "provider_reachable": True, "last_ttfa_ms": None, "last_error": None,
+    }  # fmt: skip
+    state.observe(Event("a", "playing", ttfa_ms=12.5))
+    assert shown(state)["state"] == "speaking" and shown(state)["last_ttfa_ms"] == 12.5
+    state.observe(Event("junk", "failed", error="malformed JSON"))  # another one's failure
+    assert shown(state)["state"] == "speaking" and shown(state)["last_error"] == "malformed JSON"
+    state.observe(Event("a", "interrupted", error="stopped"))
+    assert shown(state)["state"] == "idle"
+
+
+def test_a_long_error_is_cut_to_what_a_sensor_holds() -> None:
+    state = NodeState()
+    state.observe(Event("a", "failed", error="x" * 1000))
+    error = shown(state)["last_error"]
+    assert isinstance(error, str) and len(error) == 255 and error.endswith("…")
+
+
+@pytest.mark.parametrize(("payload", "volume"), [(b"65", 0.65), (b" 100 ", 1.0), (b"0.5", 0.005)])
+def test_volume_payloads_are_percent(payload: bytes, volume: float) -> None:
+    assert parse_volume(payload) == pytest.approx(volume)
+
+
+@pytest.mark.parametrize(("payload", "message"), [(b"loud", "number"), (b"150", "0-100")])
+def test_bad_volume_payloads_say_why(payload: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_volume(payload)
+
+
+def test_the_volume_survives_a_new_store(tmp_path: Path) -> None:
+    VolumeStore(tmp_path / "state").save(0.42)
+    assert VolumeStore(tmp_path / "state").load() == pytest.approx(0.42)
+    assert VolumeStore(tmp_path / "empty").load() is None
+    assert not list((tmp_path / "state").glob(".volume-*"))  # no temp file left behind
+
+
+def test_an_unusable_state_dir_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the state dir should be\n")  # fails for root too
+    VolumeStore(blocked).save(0.3)
+    assert "cannot keep the volume" in caplog.text
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "volume").write_text("loud\n")
+    assert VolumeStore(tmp_path / "bad").load() is None
+    assert "ignoring the stored volume" in caplog.text
