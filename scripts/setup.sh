@@ -12,6 +12,7 @@ APT_PACKAGES=(
   espeak-ng                              # the local TTS engine
   mosquitto                              # MQTT broker (demo and tests start their own)
   pulseaudio pulseaudio-utils            # a paced null sink for the playback tests (pacat)
+  systemd libseccomp2 shellcheck         # unit checks: systemd-analyze, the seccomp sandbox, lint
 )
 
 missing=()
