@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from pathlib import Path
 
 from edgespeak import __version__
 from edgespeak.config import Settings, load_config
 from edgespeak.errors import ConfigError
+from edgespeak.logs import setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgespeak: {exc}", file=sys.stderr)
         return 2
     level = args.log_level or settings.log_level
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    setup_logging(level)
     if args.command == "demo":
         from edgespeak.demo import demo
 

@@ -155,6 +155,7 @@ class AlsaSink:
         self._idle = True
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._closed = False
+        self._blocked_since: float | None = None  # monotonic s a blocking ALSA call began
         # writer thread only
         self._pcm: alsaaudio.PCM | None = None
         self._pcm_rate = 0
@@ -257,6 +258,13 @@ class AlsaSink:
             self._idle_waiters.append(fut)
         await fut
 
+    def stalled_s(self) -> float:
+        """Seconds the writer thread has been inside one blocking ALSA call (0.0 when it is
+        not in one). A healthy write returns within a period; a wedged driver or a device
+        that stopped consuming keeps growing this (the daemon's watchdog checks it)."""
+        since = self._blocked_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
     def close(self) -> None:
         """Stop the writer thread and close the PCM (blocks until the thread is gone).
 
@@ -305,7 +313,9 @@ class AlsaSink:
                     self._settle_ended()
             else:
                 if self._pcm is not None:
+                    self._blocked_since = time.monotonic()
                     self._guard(None, self._pcm.drain)
+                    self._blocked_since = None
                 self._halted()
         if not self._running:
             self._settle_ended()
@@ -407,7 +417,11 @@ class AlsaSink:
                 now = time.monotonic()
                 utt.playback.first_frame_at = now
                 utt.loop.call_soon_threadsafe(_resolve, utt.first_frame, now)
-            written = self._pcm.write(piece)
+            self._blocked_since = time.monotonic()
+            try:
+                written = self._pcm.write(piece)
+            finally:
+                self._blocked_since = None
             if written == -errno.EPIPE:
                 self.underruns += 1
                 if utt is not None:
