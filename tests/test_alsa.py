@@ -394,7 +394,28 @@ async def test_underrun_is_counted_and_playback_completes(
         await sink.write(utt, pcm[1764:])
         playback = await sink.end(utt)
         await sink.wait_idle()
-    assert playback.underruns >= 1
-    assert sink.underruns >= playback.underruns
+    assert playback.underruns == 1
+    assert sink.underruns == playback.underruns
     assert playback.frames == 4410
-    assert out.read_bytes() == pcm
+    # The device restarted on a buffer of silence (80 ms less one 20 ms period), then the rest.
+    preroll = round(RATE * 0.08) - round(RATE * 0.02)
+    assert out.read_bytes() == pcm[:1764] + bytes(preroll * 2) + pcm[1764:]
+
+
+async def test_one_stall_is_one_underrun_even_when_the_source_then_keeps_real_time(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    out = tmp_path / "out.raw"
+    period = round(RATE * 0.02)
+    async with sink_on(paced(out, pulse), fade_ms=0) as sink:
+        utt = await sink.begin(RATE)
+        await sink.write(utt, noise(period * 4))
+        await utt.first_frame
+        await asyncio.sleep(0.3)  # the stimulus: a stall longer than the 80 ms buffer
+        start = time.monotonic()
+        for i in range(25):  # then half a second delivered just in time, period by period
+            await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
+            await sink.write(utt, noise(period, seed=i + 2))
+        playback = await sink.end(utt)
+        await sink.wait_idle()
+    assert playback.underruns == 1, playback.underruns

@@ -427,6 +427,7 @@ class AlsaSink:
                 if utt is not None:
                     utt.playback.underruns += 1
                 log.warning("ALSA underrun on %r (%d so far)", self.device, self.underruns)
+                self._preroll()
                 continue
             if written <= 0:  # interrupted: nothing taken, try again
                 continue
@@ -440,6 +441,23 @@ class AlsaSink:
                     utt.playback.frames += written
                 utt.last = dsp.last_sample(piece[: written * FRAME_BYTES])
         return done
+
+    def _preroll(self) -> None:
+        """After an underrun: restart the device on ``buffer - period`` frames of silence.
+
+        The PCM restarts on the first frames written after the xrun (alsa-lib's default start
+        threshold; pyalsaaudio 0.11 cannot change it), so a source delivering just in time
+        would restart it on one period and underrun again every period — measured: one 1 s
+        stall became 275 underruns. The silence refills the buffer: one gap of ``buffer_ms``,
+        then the slack is back.
+        """
+        assert self._pcm is not None
+        silence = bytes(self._period_frames * FRAME_BYTES)
+        left = self._buffer_frames - self._period_frames
+        while left > 0:
+            written = self._pcm.write(silence[: min(left, self._period_frames) * FRAME_BYTES])
+            if written > 0:
+                left -= written
 
     def _open(self, rate_hz: int) -> bool:
         if self._pcm is not None and self._pcm_rate == rate_hz:
