@@ -1,39 +1,46 @@
-"""The broker link (aiomqtt): subscribe to announce topics, publish events and availability.
+"""Talking to the broker (aiomqtt): the node's topics, and connecting with the right protocol,
+session, credentials and TLS. :mod:`edgespeak.link` runs the daemon's connection on top.
 
-Topics (``<prefix>`` and ``<node_id>`` from config):
-- in: ``<prefix>/<node_id>/announce`` and ``<prefix>/all/announce``, QoS 1;
-- out: ``<prefix>/<node_id>/event`` (JSON events, QoS 1) and ``<prefix>/<node_id>/availability``
-  (``online``/``offline``, retained; ``offline`` is also the MQTT will).
-The session is persistent (clean session off, fixed client id) so QoS 1 announcements published
-during a short disconnect are delivered after reconnect. Retained announcements are dropped:
-they would replay old speech at every start. Reconnects by itself with jittered capped backoff.
+Protocol: MQTT 5 by default; with ``[mqtt] protocol = "auto"`` a broker that refuses version 5
+("unsupported protocol version") is asked again at once with 3.1.1, which is then kept for the
+life of the process. The session is persistent (fixed client id; MQTT 5: clean start off and a
+Session Expiry Interval of ``[mqtt] session_expiry_s``; 3.1.1: clean session off) so QoS 1
+announcements published during a short disconnect are delivered after reconnect. An MQTT 5
+message's remaining Message Expiry Interval is passed on (the daemon caps the announcement's TTL
+with it). Retained announcements are dropped: they would replay old speech at every start.
+
+Credentials: ``[mqtt] username`` and the password from ``MqttConfig.resolved_password`` (never
+logged). TLS verifies the broker's certificate and host name (``[mqtt] ca_file``, else the
+system CA store), optionally presenting a client certificate. Reconnects by itself with
+jittered capped backoff (:mod:`edgespeak.link`); a refused login or an unverifiable certificate
+is described as such by :func:`describe_failure`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import socket
-import time
-from collections.abc import Callable
+import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    wait_random_exponential,
-)
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.client import connack_string
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edgespeak.config import Settings
-from edgespeak.events import Event
 
 log = logging.getLogger(__name__)
 
-OnAnnounce = Callable[[bytes, str, float], None]
-OUTBOX_EVENTS = 1000
+V5 = aiomqtt.ProtocolVersion.V5
+V311 = aiomqtt.ProtocolVersion.V311
+UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason code (paho maps a 3.1.1 broker's 1 to it)
+REFUSED_LOGIN = {4, 5, 134, 135}  # "bad user name or password", "not authorized" (3.1.1 and 5)
 
 
 @dataclass(frozen=True)
@@ -84,130 +91,144 @@ class Topics:
         return f"{self.prefix}/{self.node_id}/availability"
 
 
-def make_client(settings: Settings, *, identifier: str | None, **kwargs: object) -> aiomqtt.Client:
-    """An aiomqtt client for ``[mqtt]`` (host, port, credentials, keepalive).
+def make_client(
+    settings: Settings,
+    *,
+    identifier: str | None,
+    protocol: aiomqtt.ProtocolVersion | None = None,
+    persistent: bool = False,
+    **kwargs: object,
+) -> aiomqtt.Client:
+    """An aiomqtt client for ``[mqtt]``: host, port, credentials, TLS, keepalive (seconds).
+
+    ``protocol`` None = from ``[mqtt] protocol`` (``"auto"`` → MQTT 5; the fallback to 3.1.1
+    is :func:`connected`'s). ``persistent``: keep the session across disconnects (MQTT 5:
+    clean start off and Session Expiry Interval ``[mqtt] session_expiry_s`` seconds; 3.1.1:
+    clean session off); else a clean session that ends with the connection. With ``[mqtt] tls``
+    the broker's certificate and host name are verified against ``ca_file`` (None: the system
+    CA store), presenting ``certfile``/``keyfile`` when set. ``kwargs`` go to aiomqtt.Client.
 
     TCP_NODELAY is set: announcements and events are small messages where Nagle's algorithm
     meeting delayed ACKs costs ~40 ms each (paho does not set it).
+
+    Raises ConfigError when the password file cannot be read (see
+    :meth:`~edgespeak.config.MqttConfig.resolved_password`).
     """
     mqtt = settings.mqtt
+    version = protocol or (V311 if mqtt.protocol == "3.1.1" else V5)
+    session: dict[str, Any]
+    if version == V5:
+        properties = None
+        if persistent:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = mqtt.session_expiry_s
+        session = {"clean_start": not persistent, "properties": properties}
+    else:
+        session = {"clean_session": not persistent}
+    tls = None
+    if mqtt.tls:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(mqtt.ca_file) if mqtt.ca_file else None,
+            certfile=str(mqtt.certfile) if mqtt.certfile else None,
+            keyfile=str(mqtt.keyfile) if mqtt.keyfile else None,
+        )
+    password = mqtt.resolved_password()
     return aiomqtt.Client(
         mqtt.host,
         mqtt.port,
         username=mqtt.username,
-        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        password=password.get_secret_value() if password else None,
         identifier=identifier,
+        protocol=version,
         keepalive=mqtt.keepalive_s,
+        tls_params=tls,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        **session,
         **kwargs,  # type: ignore[arg-type]
     )
 
 
-class MqttLink:
-    """Runs the broker connection; calls ``on_announce(payload, topic, received_at)`` per
-    non-retained announce message, ``received_at`` being ``time.monotonic()`` seconds, and
-    ``on_stop()`` per non-retained message on a stop topic."""
+def protocol_name(version: aiomqtt.ProtocolVersion) -> str:
+    """``"5"`` or ``"3.1.1"`` (as in ``[mqtt] protocol``)."""
+    return "5" if version == V5 else "3.1.1"
 
-    def __init__(
-        self, settings: Settings, on_announce: OnAnnounce, on_stop: Callable[[], None]
-    ) -> None:
-        self._settings = settings
-        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
-        self._on_announce = on_announce
-        self._on_stop = on_stop
-        self._client: aiomqtt.Client | None = None
-        self._outbox: asyncio.Queue[Event] = asyncio.Queue(OUTBOX_EVENTS)
 
-    def post_event(self, event: Event) -> None:
-        """Queue ``event`` for publishing (QoS 1) without waiting for the broker.
+def _reason_code(exc: aiomqtt.MqttCodeError) -> int | None:
+    """The CONNACK reason code of a refused connection (MQTT 5 numbering where paho maps it)."""
+    if isinstance(exc.rc, ReasonCode):
+        return int(exc.rc.value)
+    return exc.rc
 
-        Events never sit on the audio path: a PUBACK round trip measured ~40 ms here. Events
-        posted while the broker is down are published after reconnect; past
-        ``OUTBOX_EVENTS`` waiting, the oldest are dropped with a warning.
-        """
-        if self._outbox.full():
-            dropped = self._outbox.get_nowait()
-            log.warning("event outbox full; dropped event %s %s", dropped.id, dropped.state)
-        self._outbox.put_nowait(event)
 
-    async def _publish_events(self, client: aiomqtt.Client) -> None:
-        while True:
-            event = await self._outbox.get()
-            try:
-                await client.publish(self.topics.event, event.to_json(), qos=1)
-            except aiomqtt.MqttError:
-                self._outbox.put_nowait(event)  # keep it for the next connection
-                raise
-
-    async def run(self) -> None:
-        """Connect, serve, and reconnect forever (cancel to stop)."""
-        cap_s = self._settings.mqtt.reconnect_max_s
-        while True:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(aiomqtt.MqttError),
-                wait=wait_random_exponential(multiplier=0.5, max=cap_s),
-                before_sleep=self._log_retry,
-            ):
-                with attempt:
-                    await self._session()
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        attempt = state.attempt_number
-        exc = state.outcome.exception() if state.outcome is not None else None
-        level = logging.WARNING if attempt == 1 else logging.DEBUG
-        mqtt = self._settings.mqtt
-        where = f"{mqtt.host}:{mqtt.port}"
-        log.log(level, "broker %s unreachable (attempt %d): %s", where, attempt, exc)
-
-    async def _session(self) -> None:
-        """One connection. Raises MqttError if it cannot connect; returns when it drops."""
-        will = aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True)
-        client = make_client(
-            self._settings,
-            identifier=f"edgespeak-{self._settings.node_id}",
-            clean_session=False,
-            will=will,
-        )
-        async with client:
-            await client.subscribe(
-                [(topic, 1) for topic in self.topics.announce + self.topics.stop]
+def describe_failure(exc: BaseException, where: str) -> str:
+    """A log line for a failed connection to the broker at ``where`` (``host:port``): a refused
+    login, an unverifiable TLS certificate, another refusal, or unreachable. Carries no secret:
+    paho's reason strings and OS/SSL errors never contain the password."""
+    if isinstance(exc, MqttConnectError):
+        code = _reason_code(exc)
+        reason = str(exc.rc) if isinstance(exc.rc, ReasonCode) else connack_string(code or 0)
+        if code in REFUSED_LOGIN:
+            return (
+                f"broker {where} refused the login: {reason} (check [mqtt] username and password)"
             )
-            await client.publish(self.topics.availability, b"online", qos=1, retain=True)
-            self._client = client
-            log.info("connected to broker, listening on %s", ", ".join(self.topics.announce))
-            publisher = asyncio.create_task(self._publish_events(client))
-            try:
-                async for message in client.messages:
-                    received_at = time.monotonic()
-                    if message.retain:
-                        log.info("ignoring retained announcement on %s", message.topic)
-                        continue
-                    if str(message.topic) in self.topics.stop:
-                        self._on_stop()
-                        continue
-                    payload = message.payload
-                    if not isinstance(payload, bytes | bytearray):
-                        payload = str(payload).encode() if payload is not None else b""
-                    self._on_announce(bytes(payload), str(message.topic), received_at)
-            except aiomqtt.MqttError as exc:
-                log.warning("lost the broker: %s; reconnecting", exc)
-                return  # connected once: the next attempt starts a fresh backoff
-            finally:
-                self._client = None
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await publisher
+        return f"broker {where} refused the connection: {reason} (code {code})"
+    cause = exc.__context__  # aiomqtt re-raises OSError/SSLError as MqttError "from None"
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        detail = cause.verify_message if isinstance(cause, ssl.SSLCertVerificationError) else exc
+        return (
+            f"broker {where}: its TLS certificate could not be verified ({detail}); "
+            "check [mqtt] ca_file and that [mqtt] host is a name or IP address in the certificate"
+        )
+    if isinstance(cause, ssl.SSLError):
+        return f"broker {where}: TLS handshake failed: {exc}"
+    return f"broker {where} unreachable: {exc}"
 
-    async def close(self) -> None:
-        """Publish what is left in the outbox and ``offline`` (retained), if connected; the
-        context exit then disconnects."""
-        if self._client is not None:
-            try:
-                while not self._outbox.empty():
-                    event = self._outbox.get_nowait()
-                    await self._client.publish(self.topics.event, event.to_json(), qos=1, timeout=2)
-                await self._client.publish(
-                    self.topics.availability, b"offline", qos=1, retain=True, timeout=2
-                )
-            except aiomqtt.MqttError as exc:
-                log.debug("could not publish offline: %s", exc)
+
+def message_expiry_s(message: aiomqtt.Message) -> float | None:
+    """The remaining Message Expiry Interval the broker sent with ``message`` (MQTT 5), seconds;
+    None when the message has none (or came over MQTT 3.1.1)."""
+    value = getattr(message.properties, "MessageExpiryInterval", None)
+    return float(value) if value is not None else None
+
+
+class ProtocolChoice:
+    """The MQTT version to connect with: ``[mqtt] protocol``; with ``"auto"``, MQTT 5 until a
+    broker refuses it for its version, then 3.1.1 for the life of this object (keep one per
+    process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.auto = settings.mqtt.protocol == "auto"
+        self.version = V311 if settings.mqtt.protocol == "3.1.1" else V5
+
+    def fall_back(self, exc: MqttConnectError) -> bool:
+        """Switch to 3.1.1 if ``exc`` is a refusal of MQTT 5 for its version and ``auto`` allows
+        it; True when it switched."""
+        if self.auto and self.version == V5 and _reason_code(exc) == UNSUPPORTED_PROTOCOL_VERSION:
+            self.version = V311
+            return True
+        return False
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    settings: Settings, choice: ProtocolChoice, *, identifier: str | None, **kwargs: Any
+) -> AsyncIterator[aiomqtt.Client]:
+    """An aiomqtt client connected with ``choice.version`` (see :func:`make_client` for
+    ``identifier`` and ``kwargs``). When the broker refuses MQTT 5 as an unsupported version
+    and ``choice`` allows it, the CONNECT is repeated at once with 3.1.1 (logged once, INFO).
+
+    Raises MqttError when it cannot connect (MqttConnectError: the broker refused), ConfigError
+    when the password file cannot be read.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            client = make_client(settings, identifier=identifier, protocol=choice.version, **kwargs)
+            await stack.enter_async_context(client)
+        except MqttConnectError as exc:
+            if not choice.fall_back(exc):
+                raise
+            where = f"{settings.mqtt.host}:{settings.mqtt.port}"
+            log.info("broker %s refused MQTT 5 (%s): using MQTT 3.1.1 from now on", where, exc)
+            client = make_client(settings, identifier=identifier, protocol=choice.version, **kwargs)
+            await stack.enter_async_context(client)
+        yield client

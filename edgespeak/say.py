@@ -10,7 +10,7 @@ import uuid
 import aiomqtt
 
 from edgespeak.config import Settings
-from edgespeak.mqtt import Topics, make_client
+from edgespeak.mqtt import ProtocolChoice, Topics, connected
 
 
 async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: float) -> int:
@@ -23,7 +23,7 @@ async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: fl
     ann_id = uuid.uuid4().hex[:12]
     payload = {"text": text, "id": ann_id} | ({"voice": voice} if voice else {})
     try:
-        async with make_client(settings, identifier=None) as client:
+        async with connected(settings, ProtocolChoice(settings), identifier=None) as client:
             await client.subscribe(topics.event, qos=1)
             await client.publish(topics.announce[0], json.dumps(payload), qos=1)
             async with asyncio.timeout(timeout_s):

@@ -166,9 +166,10 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def watching(port: int) -> AsyncIterator[Watcher]:
-    """A :class:`Watcher` connected to the broker on ``port`` (waits for the daemon online)."""
-    async with aiomqtt.Client("127.0.0.1", port) as client:
+async def watching(port: int, **options: Any) -> AsyncIterator[Watcher]:
+    """A :class:`Watcher` connected to the broker on ``port`` (waits for the daemon online);
+    ``options`` go to aiomqtt.Client (e.g. ``username``, ``password``)."""
+    async with aiomqtt.Client("127.0.0.1", port, **options) as client:
         await client.subscribe("edgespeak/testnode/#", qos=1)
         watcher = Watcher(client)
         task = asyncio.create_task(watcher.pump())
@@ -186,13 +187,16 @@ def daemon_config(
     path: Path, *, broker_port: int, tts_url: str, cache_dir: Path, fmt: str = "pcm",
     rate: int = 22050, device: str = "default", first_audio_timeout_ms: int = 5000,
     phrases: tuple[str, ...] = (), fallback: bool = True, fade_ms: float = 0,
-    keep_open_s: float = 0,
+    keep_open_s: float = 0, mqtt: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write the daemon's TOML config for a test stack; returns ``path``. Fades and
     keep-open silence are off by default so captures compare byte for byte with the server's
-    audio; the playback tests turn them on."""
+    audio; the playback tests turn them on. ``mqtt``: more ``[mqtt]`` keys (or a ``port``
+    replacing ``broker_port``), values written as JSON (valid TOML for str, number, bool)."""
+    mqtt_keys = {"port": broker_port, "reconnect_max_s": 1.0} | (mqtt or {})
+    mqtt_toml = "".join(f"{key} = {json.dumps(value)}\n" for key, value in mqtt_keys.items())
     path.write_text(
-        f'node_id = "testnode"\n[mqtt]\nport = {broker_port}\nreconnect_max_s = 1.0\n'
+        f'node_id = "testnode"\n[mqtt]\n{mqtt_toml}'
         f'[tts]\nurl = "{tts_url}"\nformat = "{fmt}"\nsample_rate = {rate}\n'
         f"connect_timeout_s = 2.0\nfirst_audio_timeout_ms = {first_audio_timeout_ms}\n"
         f'[cache]\ndir = "{cache_dir}"\nphrases = {json.dumps(list(phrases))}\n'
