@@ -458,6 +458,16 @@ class PhraseCache:
             return []
         return [_entry_from_row(row) for row in rows]
 
+    def count(self) -> int:
+        """How many entries the cache holds. Never raises (0 when the index is unusable)."""
+        try:
+            with self._lock:
+                row = self._connection().execute("SELECT COUNT(*) FROM entries").fetchone()
+        except (sqlite3.Error, _IndexUnavailable) as exc:
+            self._log_read_error(exc)
+            return 0
+        return int(row[0])
+
     def total_bytes(self) -> int:
         """Total size in bytes of the entries' WAV files (index excluded). Never raises."""
         try:

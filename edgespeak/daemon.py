@@ -1,9 +1,17 @@
 """``edgespeak run``: the supervisor tying the broker link, the TTS client and the player together.
 
-MQTT messages are parsed on arrival (a bad payload yields a ``failed`` event at once) and valid
-announcements go to the :class:`~edgespeak.scheduler.Scheduler` (priorities, preemption, TTL,
-duplicates, stop), which speaks them one at a time. SIGTERM/SIGINT stop the daemon:
-``offline`` is published, the PCM is closed.
+MQTT messages are handled on arrival (:mod:`edgespeak.commands`, :mod:`edgespeak.hermes_link`;
+a bad payload yields a ``failed`` event at once) and announcements go to the
+:class:`~edgespeak.scheduler.Scheduler` (priorities, preemption, TTL, duplicates, stop), which
+speaks them one at a time. Every event is published, updates the retained node state and
+answers Hermes. Home Assistant discovery is published at every connection and when Home
+Assistant's status topic says ``online``.
+
+systemd (:mod:`edgespeak.notify`): ``READY=1`` once the broker link is up and the TTS
+connection warm, or after ``READY_WAIT_S`` seconds with ``STATUS=`` saying what is degraded;
+``WATCHDOG=1`` only while every task runs and the ALSA writer is not stuck in one call for
+``AUDIO_STALL_S``; ``STOPPING=1`` on SIGTERM/SIGINT, then ``offline`` is published and the PCM
+closed.
 """
 
 from __future__ import annotations
@@ -12,25 +20,34 @@ import asyncio
 import contextlib
 import logging
 import signal
-import uuid
 from collections.abc import Callable
 
-from edgespeak.announcement import Announcement, parse_payload
+from edgespeak import __version__
+from edgespeak.announcement import Announcement
 from edgespeak.audio.alsa import AlsaSink
 from edgespeak.cache import PhraseCache
 from edgespeak.chimes import Chimes
+from edgespeak.commands import Commands
 from edgespeak.config import Settings
 from edgespeak.engines.espeak import EspeakEngine
-from edgespeak.errors import PayloadError, TtsError
+from edgespeak.errors import TtsError
 from edgespeak.events import Event
-from edgespeak.mqtt import MqttLink
+from edgespeak.hermes_link import HermesLink
+from edgespeak.homeassistant import discovery_messages, is_birth
+from edgespeak.link import Incoming, MqttLink, Route
+from edgespeak.mqtt import Topics
+from edgespeak.notify import Notifier, watchdog_loop
 from edgespeak.scheduler import Scheduler
 from edgespeak.speaker import Speaker
+from edgespeak.state import NodeState, VolumeStore
 from edgespeak.synthesis import Synthesizer
 from edgespeak.tts.fish import FishLiveClient
 from edgespeak.warmer import PhraseWarmer
 
 log = logging.getLogger(__name__)
+READY_WAIT_S = 20.0  # longest wait for broker + TTS before READY=1 (degraded)
+AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
+STATE_REFRESH_S = 30.0  # state re-read (cache entries, provider) at least this often
 
 
 class Daemon:
@@ -38,9 +55,15 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.link = MqttLink(settings, self._on_announce, self._on_stop)
-        self._scheduler: Scheduler | None = None
+        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+        self.state = NodeState()
+        self.volumes = VolumeStore(settings.daemon.state_dir)
+        self.notifier = Notifier()
+        self._link: MqttLink | None = None
+        self._hermes: HermesLink | None = None
         self._stopping = asyncio.Event()
+        self._state_dirty = asyncio.Event()
+        self._last_state: bytes | None = None
 
     def stop(self) -> None:
         """Ask the daemon to shut down gracefully."""
@@ -51,52 +74,58 @@ class Daemon:
         configured phrases are pre-warmed into the cache in the background."""
         s = self.settings
         a = s.audio
+        stored = self.volumes.load()
+        self.state.volume = a.volume if stored is None else stored
         sink = AlsaSink(
-            a.device,
-            period_ms=a.period_ms,
-            buffer_ms=a.buffer_ms,
-            queue_chunks=a.queue_chunks,
-            lead_in_ms=a.lead_in_ms,
-            fade_ms=a.fade_ms,
-            keep_open_s=a.keep_open_s,
-            volume=a.volume,
-            mixer=a.mixer,
-        )
+            a.device, period_ms=a.period_ms, buffer_ms=a.buffer_ms, queue_chunks=a.queue_chunks,
+            lead_in_ms=a.lead_in_ms, fade_ms=a.fade_ms, keep_open_s=a.keep_open_s,
+            volume=self.state.volume, mixer=a.mixer,
+        )  # fmt: skip
         cache = PhraseCache(s.cache.dir, max_bytes=s.cache.max_bytes) if s.cache.enabled else None
         tts = make_tts_client(s)
         try:
             async with tts:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
-                fallback = fallback_engine(s)
                 chimes = Chimes(s.sounds.dir)
-                speaker = Speaker(
-                    s, synth, tts.url, sink, cache, fallback, self.link.post_event, chimes
-                )
-                self._scheduler = Scheduler(
-                    speaker.speak,
-                    self.link.post_event,
-                    queue_max=s.daemon.queue_max,
-                    ttl_s=s.daemon.ttl_s,
-                    dedup_window_s=s.daemon.dedup_window_s,
+                fallback = fallback_engine(s)
+                speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self._publish, chimes)
+                scheduler = Scheduler(
+                    speaker.speak, self._publish, queue_max=s.daemon.queue_max,
+                    ttl_s=s.daemon.ttl_s, dedup_window_s=s.daemon.dedup_window_s,
                     on_internal_error=self._internal_error(speaker),
-                )
+                )  # fmt: skip
+                commands = Commands(
+                    s, scheduler, chimes, sink, self.volumes, self.state, self._publish,
+                    self._state_dirty.set,
+                )  # fmt: skip
+                self._link = link = MqttLink(s, self._routes(commands), self._on_connected)
                 tasks = {
-                    asyncio.create_task(self.link.run(), name="mqtt"),
-                    asyncio.create_task(self._scheduler.run(), name="scheduler"),
+                    asyncio.create_task(link.run(), name="mqtt"),
+                    asyncio.create_task(scheduler.run(), name="scheduler"),
+                    asyncio.create_task(self._report_state(scheduler, cache, tts), name="state"),
                 }
                 if cache is not None and s.cache.phrases:
                     warmer = PhraseWarmer(s, synth, tts.url, cache)
                     tasks.add(asyncio.create_task(warmer.run(tts), name="warmer"))
+
+                def healthy() -> bool:
+                    return not any(t.done() for t in tasks) and sink.stalled_s() < AUDIO_STALL_S
+
+                helpers = {
+                    asyncio.create_task(self._notify_ready(link, tts), name="ready"),
+                    asyncio.create_task(watchdog_loop(self.notifier, healthy), name="watchdog"),
+                }
                 stop_task = asyncio.create_task(self._stopping.wait())
                 done, _ = await asyncio.wait(
                     tasks | {stop_task}, return_when=asyncio.FIRST_COMPLETED
                 )
+                self.notifier.stopping()
                 for task in done - {stop_task}:
                     task.result()  # a crashed task is a bug: let it surface
-                await self.link.close()
-                for task in tasks | {stop_task}:
+                await link.close()
+                for task in tasks | helpers | {stop_task}:
                     task.cancel()
-                for task in tasks | {stop_task}:
+                for task in tasks | helpers | {stop_task}:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await synth.close()
@@ -104,24 +133,95 @@ class Daemon:
             await asyncio.to_thread(sink.close)
             if cache is not None:
                 cache.close()
+            self.notifier.close()
             log.info("stopped")
 
-    def _on_announce(self, payload: bytes, topic: str, received_at: float) -> None:
-        try:
-            ann = parse_payload(payload, received_at=received_at, topic=topic)
-        except PayloadError as exc:
-            ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
-            log.warning("bad payload on %s (id %s): %s", topic, ann_id, exc)
-            self.link.post_event(Event(ann_id, "failed", error=str(exc)))
-            return
-        if self._scheduler is None:  # not running yet: nothing can play it
-            self.link.post_event(Event(ann.id, "failed", error="daemon is starting"))
-            return
-        self._scheduler.submit(ann)
+    def _routes(self, commands: Commands) -> list[Route]:
+        s = self.settings
+        routes = commands.routes(self.topics)
+        if s.homeassistant.enabled:
+            routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
+        if s.hermes.enabled:
+            self._hermes = HermesLink(s.hermes.site_id, commands.submit, self._post, self._publish)
+            routes += self._hermes.routes()
+        return routes
 
-    def _on_stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.stop()
+    def _post(self, topic: str, payload: bytes) -> None:
+        assert self._link is not None
+        self._link.post(topic, payload)
+
+    def _publish(self, event: Event) -> None:
+        """Every announcement event: published, shown in the state, answered to Hermes."""
+        assert self._link is not None
+        self._link.post_event(event)
+        self.state.observe(event)
+        if self._hermes is not None:
+            self._hermes.observe(event)
+        self._state_dirty.set()
+
+    def _on_connected(self) -> None:
+        if self.settings.homeassistant.enabled:
+            self._publish_discovery()
+        self._last_state = None  # publish the state again, whatever it was
+        self._state_dirty.set()
+
+    def _on_ha_status(self, msg: Incoming) -> None:
+        if is_birth(msg.topic, msg.payload, self.settings):
+            log.info("Home Assistant is online: publishing discovery again")
+            self._on_connected()
+
+    def _publish_discovery(self) -> None:
+        assert self._link is not None
+        for topic, payload in discovery_messages(self.settings, self.topics, version=__version__):
+            self._link.post(topic, payload, retain=True)
+
+    async def _report_state(
+        self, scheduler: Scheduler, cache: PhraseCache | None, tts: FishLiveClient
+    ) -> None:
+        """Publish the retained state whenever it changes (re-read at least every
+        ``STATE_REFRESH_S`` seconds for what changes without an event)."""
+        assert self._link is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STATE_REFRESH_S):
+                    await self._state_dirty.wait()
+            self._state_dirty.clear()
+            self.state.queue = scheduler.queue_length
+            self.state.provider_reachable = tts.reachable
+            if cache is not None:
+                self.state.cache_entries = await asyncio.to_thread(cache.count)
+            payload = self.state.to_json()
+            if payload != self._last_state:
+                self._last_state = payload
+                self._link.post(self.topics.state, payload, retain=True)
+                self.notifier.status(self._summary())
+
+    def _summary(self) -> str:
+        st = self.state
+        return (
+            f"{'speaking' if st.speaking else 'idle'}, {st.queue} waiting, "
+            f"broker {'up' if self._link and self._link.up.is_set() else 'down'}, "
+            f"TTS {'reachable' if st.provider_reachable else 'unreachable'}"
+        )
+
+    async def _notify_ready(self, link: MqttLink, tts: FishLiveClient) -> None:
+        """``READY=1`` once the broker link is up and the TTS connection warm, or after
+        ``READY_WAIT_S`` seconds, degraded, with ``STATUS=`` saying what is missing."""
+        try:
+            async with asyncio.timeout(READY_WAIT_S):
+                await link.up.wait()
+                await tts.wait_up()
+        except TimeoutError:
+            missing = [
+                what
+                for what, ok in (("broker", link.up.is_set()), ("TTS provider", tts.reachable))
+                if not ok
+            ]
+            status = f"degraded: {' and '.join(missing)} unreachable; retrying"
+            log.warning("running %s", status)
+            self.notifier.ready(status)
+            return
+        self.notifier.ready("ready: broker connected, TTS connection warm")
 
     @staticmethod
     def _internal_error(speaker: Speaker) -> Callable[[Announcement, BaseException], None]:

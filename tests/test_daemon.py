@@ -80,7 +80,7 @@ async def test_retained_announcements_are_never_spoken(stack: Stack) -> None:
         fresh = await w.say(DOOR, "fresh-1")
     assert fresh["state"] == "finished"
     assert w.states("stale-1") == []
-    assert "ignoring retained announcement" in stack.daemon_log.read_text()
+    assert "ignoring a retained message" in stack.daemon_log.read_text()
     assert stack.capture.read() == await stack.sent(DOOR)
 
 

@@ -138,6 +138,10 @@ class FishLiveClient:
             return True
         return False if self._down.is_set() else None
 
+    async def wait_up(self) -> None:
+        """Return once a connection attempt has succeeded (at once if the last one did)."""
+        await self._up.wait()
+
     async def wait_back_up(self) -> None:
         """Return once a connection succeeds after one failed (an outage ended)."""
         await self._down.wait()
