@@ -1,4 +1,4 @@
-"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``cache``, ``demo``."""
+"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``cache``, ``ha``, ``demo``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     cache_sub.add_parser("verify", help="check every entry; drop damaged ones", parents=[common])
     purge = cache_sub.add_parser("purge", help="remove entries", parents=[common])
     purge.add_argument("--unpinned", action="store_true", help="keep the pinned phrases")
+    ha = sub.add_parser("ha", help="Home Assistant: remove this node's discovery")
+    ha_sub = ha.add_subparsers(dest="ha_command", required=True)
+    ha_sub.add_parser(
+        "remove", help="clear the node's discovery, state and availability", parents=[common]
+    )
     demo = add("demo", "start a broker, the local server and the daemon; speak the examples")
     demo.add_argument(
         "--announcements",
@@ -103,4 +108,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from edgespeak.cache_cli import warm
 
             return await warm(settings, args.texts)
+        case "ha":
+            from edgespeak.ha_cli import remove
+
+            return await remove(settings)
     raise AssertionError(args.command)
