@@ -260,6 +260,7 @@ class DaemonConfig(_Section):
     ttl_s: float = Field(60.0, gt=0)
     dedup_window_s: float = Field(60.0, ge=0)
     state_dir: Path = Path("/var/lib/edgespeak")
+    ready_wait_s: float = Field(20.0, ge=0, le=600)
 
 
 class HomeAssistantConfig(_Section):

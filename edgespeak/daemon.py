@@ -8,7 +8,7 @@ answers Hermes. Home Assistant discovery is published at every connection and wh
 Assistant's status topic says ``online``.
 
 systemd (:mod:`edgespeak.notify`): ``READY=1`` once the broker link is up and the TTS
-connection warm, or after ``READY_WAIT_S`` seconds with ``STATUS=`` saying what is degraded;
+connection warm, or after ``[daemon] ready_wait_s`` with ``STATUS=`` saying what is degraded;
 ``WATCHDOG=1`` only while every task runs and the ALSA writer is not stuck in one call for
 ``AUDIO_STALL_S``; ``STOPPING=1`` on SIGTERM/SIGINT, then ``offline`` is published and the PCM
 closed.
@@ -45,7 +45,6 @@ from edgespeak.tts.fish import FishLiveClient
 from edgespeak.warmer import PhraseWarmer
 
 log = logging.getLogger(__name__)
-READY_WAIT_S = 20.0  # longest wait for broker + TTS before READY=1 (degraded)
 AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
 STATE_REFRESH_S = 30.0  # state re-read (cache entries, provider) at least this often
 
@@ -206,9 +205,9 @@ class Daemon:
 
     async def _notify_ready(self, link: MqttLink, tts: FishLiveClient) -> None:
         """``READY=1`` once the broker link is up and the TTS connection warm, or after
-        ``READY_WAIT_S`` seconds, degraded, with ``STATUS=`` saying what is missing."""
+        ``[daemon] ready_wait_s`` seconds, degraded, with ``STATUS=`` saying what is missing."""
         try:
-            async with asyncio.timeout(READY_WAIT_S):
+            async with asyncio.timeout(self.settings.daemon.ready_wait_s):
                 await link.up.wait()
                 await tts.wait_up()
         except TimeoutError:

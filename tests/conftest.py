@@ -224,15 +224,16 @@ async def logged(path: Path, needle: str, timeout_s: float = STARTUP_S) -> None:
 
 @contextlib.contextmanager
 def daemon_process(
-    config: Path, capture: AlsaCapture, workdir: Path
+    config: Path, capture: AlsaCapture, workdir: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``edgespeak run`` with ALSA going to ``capture`` (log in ``workdir/daemon.log``)."""
+    """Run ``edgespeak run`` with ALSA going to ``capture`` (log in ``workdir/daemon.log``;
+    ``env`` added to its environment)."""
     log = workdir / "daemon.log"
     proc = subprocess.Popen(
         edgespeak_command("run", "--config", str(config), "--log-level", "DEBUG"),
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
-        env=base_env() | capture.env,
+        env=base_env() | capture.env | (env or {}),
     )
     try:
         yield proc

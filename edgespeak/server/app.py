@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
+from edgespeak.notify import Notifier, watchdog_loop
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.tts import fish_protocol as fp
 
@@ -184,7 +185,12 @@ async def serve(config: ServerConfig) -> None:
     await site.start()
     port = runner.addresses[0][1]
     print(f"edgespeak serve: listening on ws://{config.host}:{port}{fp.LIVE_PATH}", flush=True)
+    notifier = Notifier()  # systemd Type=notify: ready once bound; pings while the loop runs
+    notifier.ready(f"listening on {config.host}:{port}")
     try:
+        await watchdog_loop(notifier, lambda: True)
         await asyncio.Event().wait()
     finally:
+        notifier.stopping()
+        notifier.close()
         await runner.cleanup()
