@@ -43,6 +43,28 @@ def sanitise_node_id(name: str) -> str:
     return cleaned or "edgespeak"
 
 
+def read_secret(path: Path) -> SecretStr:
+    """The content of the secret file at ``path``, trailing newlines stripped.
+
+    Raises ConfigError naming the file and the OS error (never the content).
+    """
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read secret file {path}: {why}") from None
+
+
+def credential(name: str) -> SecretStr | None:
+    """The systemd credential ``name`` (``$CREDENTIALS_DIRECTORY/<name>``, from the unit's
+    ``LoadCredential=``), or None when there is no such variable or file. Raises ConfigError
+    when it exists but cannot be read."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and (path := Path(directory) / name).is_file():
+        return read_secret(path)
+    return None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -87,7 +109,7 @@ class MqttConfig(_Section):
             raise ValueError("set password or password_file, not both")
         if self.password_file is not None:
             try:  # unreadable: say so at load, not at the first connect
-                self._secret_from(self.password_file)
+                read_secret(self.password_file)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         if not self.tls and (self.ca_file or self.certfile or self.keyfile):
@@ -108,23 +130,8 @@ class MqttConfig(_Section):
         if self.password is not None:
             return self.password
         if self.password_file is not None:
-            return self._secret_from(self.password_file)
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if credentials and (path := Path(credentials) / "mqtt_password").is_file():
-            return self._secret_from(path)
-        return None
-
-    @staticmethod
-    def _secret_from(path: Path) -> SecretStr:
-        """The content of the secret file at ``path``, trailing newlines stripped.
-
-        Raises ConfigError naming the file and the OS error (never the content).
-        """
-        try:
-            return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(f"cannot read secret file {path}: {why}") from None
+            return read_secret(self.password_file)
+        return credential("mqtt_password")
 
     @field_validator("groups")
     @classmethod
@@ -319,10 +326,12 @@ class Settings(BaseSettings):
 
     @property
     def tts_token(self) -> SecretStr | None:
-        """Bearer token for the provider: ``[tts] api_key``, else the local server's token."""
-        if self.tts.url is None and self.tts.api_key is None:
+        """Bearer token for the provider: ``[tts] api_key`` (TOML or ``EDGESPEAK_TTS__API_KEY``),
+        else the systemd credential ``tts_api_key``, else (local server) the server's token."""
+        key = self.tts.api_key or credential("tts_api_key")
+        if self.tts.url is None and key is None:
             return self.server.token
-        return self.tts.api_key
+        return key
 
 
 def load_config(path: Path | None = None) -> Settings:

@@ -168,3 +168,17 @@ def test_example_config_loads_and_documents_every_key() -> None:
         elif name not in documented[None]:
             missing.append(name)
     assert not missing, f"keys not documented in config.example.toml: {missing}"
+
+
+def test_the_tts_api_key_comes_from_a_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tts_api_key").write_text("sk-from-credstore\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("EDGESPEAK_TTS__URL", "wss://api.fish.audio/v1/tts/live")
+    token = load_config(None).tts_token
+    assert token is not None and token.get_secret_value() == "sk-from-credstore"
+    assert "sk-from" not in repr(token)
+    monkeypatch.setenv("EDGESPEAK_TTS__API_KEY", "sk-env")  # the config wins
+    token = load_config(None).tts_token
+    assert token is not None and token.get_secret_value() == "sk-env"
