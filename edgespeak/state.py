@@ -41,7 +41,9 @@ class NodeState:
 
     @property
     def speaking(self) -> bool:
-        return self.playing_id is not None
+        """Playing, or about to: one waiting starts at once, so ``queue > 0`` counts (no
+        flicker to idle between two queued announcements)."""
+        return self.playing_id is not None or self.queue > 0
 
     def observe(self, event: Event) -> None:
         """Take in one announcement event (``playing`` starts speaking; the end of the one

@@ -233,7 +233,11 @@ def daemon_process(
         edgespeak_command("run", "--config", str(config), "--log-level", "DEBUG"),
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
-        env=base_env() | capture.env | (env or {}),
+        # never the machine's /var/lib/edgespeak: a stored volume there would scale every capture
+        env=base_env()
+        | {"EDGESPEAK_DAEMON__STATE_DIR": str(workdir / "state")}
+        | capture.env
+        | (env or {}),
     )
     try:
         yield proc

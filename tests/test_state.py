@@ -19,7 +19,7 @@ def shown(state: NodeState) -> dict[str, object]:
 def test_speaking_follows_the_playing_announcement_only() -> None:
     state = NodeState(volume=0.654, queue=2, cache_entries=7, provider_reachable=True)
     assert shown(state) == {
-        "state": "idle", "volume": 65, "queue": 2, "cache_entries": 7,
+        "state": "speaking", "volume": 65, "queue": 2, "cache_entries": 7,
         "provider_reachable": True, "last_ttfa_ms": None, "last_error": None,
     }  # fmt: skip
     state.observe(Event("a", "playing", ttfa_ms=12.5))
@@ -27,6 +27,8 @@ def test_speaking_follows_the_playing_announcement_only() -> None:
     state.observe(Event("junk", "failed", error="malformed JSON"))  # another one's failure
     assert shown(state)["state"] == "speaking" and shown(state)["last_error"] == "malformed JSON"
     state.observe(Event("a", "interrupted", error="stopped"))
+    assert shown(state)["state"] == "speaking"  # two are waiting: the next starts at once
+    state.queue = 0
     assert shown(state)["state"] == "idle"
 
 
