@@ -74,6 +74,17 @@ class _Options(BaseModel):
 _KNOWN = {"text", "id", "voice", *_Options.model_fields}
 
 
+def decode_payload(payload: bytes) -> str:
+    """``payload`` as text. Raises PayloadError when it is over ``MAX_PAYLOAD_BYTES`` (64 KiB)
+    or not valid UTF-8."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload is not valid UTF-8 (byte {exc.start})") from None
+
+
 def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") -> Announcement:
     """Parse one announce payload.
 
@@ -82,13 +93,7 @@ def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") 
     non-string ``id`` or ``voice``. The error's ``announcement_id`` names the payload's id when
     one could be read, so the ``failed`` event can carry it.
     """
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-    try:
-        body = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PayloadError(f"payload is not valid UTF-8 (byte {exc.start})") from None
-    stripped = body.strip()
+    stripped = decode_payload(payload).strip()
     if stripped.startswith("["):  # a JSON array is an error; "[Kitchen] oven hot" is text
         try:
             json.loads(stripped)

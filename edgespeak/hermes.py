@@ -52,7 +52,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from edgespeak.announcement import MAX_PAYLOAD_BYTES, Announcement
+from edgespeak.announcement import Announcement, decode_payload
 from edgespeak.audio.wav import read_wav
 from edgespeak.errors import AudioFormatError, ConfigError, PayloadError
 
@@ -237,12 +237,7 @@ def play_finished(play: PlayBytes) -> bytes:
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-    try:
-        body = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PayloadError(f"payload is not valid UTF-8 (byte {exc.start})") from None
+    body = decode_payload(payload)
     try:
         obj = json.loads(body)
     except json.JSONDecodeError as exc:
