@@ -157,6 +157,7 @@ class TtsConfig(_Section):
 
     url: str | None = None
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
     model: str = "s1"
     format: AudioFormat = "pcm"
     sample_rate: int | None = Field(22050, ge=8000, le=48000)
@@ -164,6 +165,27 @@ class TtsConfig(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> TtsConfig:
+        if self.api_key is not None and self.api_key_file is not None:
+            raise ValueError("set api_key or api_key_file, not both")
+        if self.api_key_file is not None:
+            try:  # unreadable: say so at load, not at the first connection
+                read_secret(self.api_key_file)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def resolved_api_key(self) -> SecretStr | None:
+        """The provider's API key, first found of: ``api_key`` (TOML or
+        ``EDGESPEAK_TTS__API_KEY``); the content of ``api_key_file``; the systemd credential
+        ``tts_api_key``. None: no key. Raises ConfigError naming an unreadable file."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_file is not None:
+            return read_secret(self.api_key_file)
+        return credential("tts_api_key")
 
     @field_validator("url")
     @classmethod
@@ -326,9 +348,9 @@ class Settings(BaseSettings):
 
     @property
     def tts_token(self) -> SecretStr | None:
-        """Bearer token for the provider: ``[tts] api_key`` (TOML or ``EDGESPEAK_TTS__API_KEY``),
-        else the systemd credential ``tts_api_key``, else (local server) the server's token."""
-        key = self.tts.api_key or credential("tts_api_key")
+        """Bearer token for the provider: :meth:`TtsConfig.resolved_api_key`, else (the local
+        server) the server's token."""
+        key = self.tts.resolved_api_key()
         if self.tts.url is None and key is None:
             return self.server.token
         return key

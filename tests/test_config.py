@@ -182,3 +182,16 @@ def test_the_tts_api_key_comes_from_a_systemd_credential(
     monkeypatch.setenv("EDGESPEAK_TTS__API_KEY", "sk-env")  # the config wins
     token = load_config(None).tts_token
     assert token is not None and token.get_secret_value() == "sk-env"
+
+
+def test_the_tts_api_key_from_a_file_and_not_both(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-file\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[tts]\nurl = "wss://x.example/v1/tts/live"\napi_key_file = "{key}"\n')
+    token = load_config(cfg).tts_token
+    assert token is not None and token.get_secret_value() == "sk-file"
+    cfg.write_text(f'[tts]\napi_key = "sk-inline"\napi_key_file = "{key}"\n')
+    with pytest.raises(ConfigError, match="api_key or api_key_file") as info:
+        load_config(cfg)
+    assert "sk-" not in str(info.value)
