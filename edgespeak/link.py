@@ -183,8 +183,11 @@ class MqttLink:
             if message.topic.matches(route.filter):
                 if message.retain and not route.retained:
                     log.info("ignoring a retained message on %s", message.topic)
-                else:
+                    return
+                try:
                     route.handle(incoming)
+                except Exception:  # a bug must cost this message, not the broker link
+                    log.exception("internal error handling a message on %s", message.topic)
                 return
         log.debug("no route for %s", message.topic)
 
