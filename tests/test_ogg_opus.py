@@ -23,13 +23,13 @@ from edgespeak.audio.opus import OPUS_RATE_HZ, OggOpusDecoder, OggOpusEncoder
 from edgespeak.errors import AudioFormatError
 
 
-
 @pytest.fixture(autouse=True)
 def tools_installed() -> None:
     """Fail (never skip) without the reference tools; scripts/setup.sh installs them."""
     missing = [t for t in ("espeak-ng", "opusenc", "opusdec") if shutil.which(t) is None]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: run scripts/setup.sh (espeak-ng, opus-tools)")
+
 
 TEXT = "Attention please. The washing machine has finished its cycle."
 Samples = npt.NDArray[np.int16]
