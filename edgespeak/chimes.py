@@ -55,10 +55,8 @@ class Chimes:
     def _load(self, name: str, rate_hz: int) -> bytes:
         if not _NAME.fullmatch(name):
             raise ChimeError(f"chime name {name!r} is not a plain file name")
-        candidates = [self._dir / f"{name}.wav"] if self._dir is not None else []
-        for path in candidates:
-            if path.is_file():
-                return self._decode(name, path.read_bytes, rate_hz)
+        if self._dir is not None and (path := self._dir / f"{name}.wav").is_file():
+            return self._decode(name, path.read_bytes, rate_hz)
         built_in = BUILT_IN / f"{name}.wav"
         if built_in.is_file():
             return self._decode(name, built_in.read_bytes, rate_hz)

@@ -78,7 +78,8 @@ class HermesLink:
             log.warning("bad playBytes %s: %s", request_id, exc)
             self._publish(Event(request_id or "playBytes", "failed", error=str(exc)))
             if request_id:
-                self._post(self.topics.play_finished, play_finished(_nothing(request_id, self)))
+                undecoded = PlayBytes(request_id, self.topics.site_id, pcm=b"", rate_hz=0)
+                self._post(self.topics.play_finished, play_finished(undecoded))
             return
         if play is None:
             return
@@ -102,8 +103,3 @@ class HermesLink:
             self._post(self.topics.play_finished, play_finished(plays.pop(0)))
             if not plays:
                 del self._plays[event.id]
-
-
-def _nothing(request_id: str, link: HermesLink) -> PlayBytes:
-    """A stand-in for a playBytes request that could not be decoded (for its reply)."""
-    return PlayBytes(request_id=request_id, site_id=link.topics.site_id, pcm=b"", rate_hz=0)
