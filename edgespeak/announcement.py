@@ -6,6 +6,10 @@ A payload is UTF-8 plain text, or a JSON object with ``text`` and optional field
 volume), ``chime`` (a sound name), ``lead_in_ms`` (0 to 5000). ``null`` means "not given".
 Unknown fields are ignored (logged at DEBUG). Anything else raises :class:`PayloadError` with
 a message naming the field, specific enough to publish in a ``failed`` event.
+
+Control characters in the text (NUL, ESC, BEL, DEL, C1) are removed and line breaks and tabs
+become spaces, so nothing reaches the TTS provider, the logs or a terminal that is not speech;
+the limits on payload bytes and text characters are ``[limits]`` settings.
 """
 
 from __future__ import annotations
@@ -22,7 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgespeak.errors import PayloadError
 
 log = logging.getLogger(__name__)
-MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES = 16 * 1024  # [limits] max_payload_bytes default
+MAX_TEXT_CHARS = 1000  # [limits] max_text_chars default
+MAX_ID_CHARS = 128  # an id or voice longer than this is not a name
+# Control characters (Unicode Cc) out, whitespace ones (and the line/paragraph separators)
+# to a space.
+_SPACES = "\t\n\v\f\r\x1c\x1d\x1e\x1f\x85\u2028\u2029"
+_CONTROLS = [c for c in range(0xA0) if c < 0x20 or c >= 0x7F]
+_CLEAN = {c: (" " if chr(c) in _SPACES else None) for c in _CONTROLS} | {
+    0x2028: " ",
+    0x2029: " ",
+}
 Priority = Literal["low", "normal", "high", "critical"]
 PRIORITY_RANK: dict[Priority, int] = {"low": 0, "normal": 1, "high": 2, "critical": 3}
 
@@ -36,7 +50,8 @@ class Announcement:
     configured default. ``volume`` None = 1.0; ``lead_in_ms`` None = ``[audio] lead_in_ms``.
     ``sound``: audio to play instead of speaking ``text`` (a Hermes ``playBytes`` WAV, the
     test-chime button): bytes of s16le mono PCM at ``sound_rate_hz`` Hz; ``text`` then only
-    names it in logs.
+    names it in logs. ``topic``: the MQTT topic it came on (or filter, for Hermes playBytes
+    whose last level is a request id); the rate limit counts per topic.
     """
 
     text: str
@@ -74,34 +89,63 @@ class _Options(BaseModel):
 _KNOWN = {"text", "id", "voice", *_Options.model_fields}
 
 
-def decode_payload(payload: bytes) -> str:
-    """``payload`` as text. Raises PayloadError when it is over ``MAX_PAYLOAD_BYTES`` (64 KiB)
-    or not valid UTF-8."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+def decode_payload(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> str:
+    """``payload`` as text. Raises PayloadError when it is over ``max_bytes`` bytes or not
+    valid UTF-8."""
+    if len(payload) > max_bytes:
+        raise PayloadError(
+            f"payload is {len(payload)} bytes; the limit is {max_bytes} "
+            "([limits] max_payload_bytes)"
+        )
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"payload is not valid UTF-8 (byte {exc.start})") from None
 
 
-def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") -> Announcement:
+def clean_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """``text`` without control characters (line breaks and tabs become spaces), stripped.
+
+    Raises PayloadError when nothing is left ("text is empty") or more than ``max_chars``
+    characters are.
+    """
+    cleaned = text.translate(_CLEAN).strip()
+    if not cleaned:
+        only = " after removing control characters" if text.strip() else ""
+        raise PayloadError(f"text is empty{only}")
+    if len(cleaned) > max_chars:
+        raise PayloadError(
+            f"text is {len(cleaned)} characters; the limit is {max_chars} ([limits] max_text_chars)"
+        )
+    return cleaned
+
+
+def parse_payload(
+    payload: bytes,
+    *,
+    received_at: float = 0.0,
+    topic: str = "",
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_chars: int = MAX_TEXT_CHARS,
+) -> Announcement:
     """Parse one announce payload.
 
-    Raises PayloadError for: a payload over 64 KiB, invalid UTF-8, JSON that is not an object
-    or is malformed (when it starts with ``{``), a missing/non-string/empty ``text``, a
-    non-string ``id`` or ``voice``. The error's ``announcement_id`` names the payload's id when
-    one could be read, so the ``failed`` event can carry it.
+    Raises PayloadError for: a payload over ``max_bytes``, invalid UTF-8, JSON that is not an
+    object or is malformed (when it starts with ``{``), a missing/non-string/empty ``text``,
+    text over ``max_chars`` characters (see :func:`clean_text`), a non-string ``id`` or
+    ``voice``, or one over 128 characters or with control characters. The error's
+    ``announcement_id`` names the payload's id when one could be read, so the ``failed`` event
+    can carry it.
     """
-    stripped = decode_payload(payload).strip()
+    stripped = decode_payload(payload, max_bytes).strip()
     if stripped.startswith("["):  # a JSON array is an error; "[Kitchen] oven hot" is text
         try:
             json.loads(stripped)
         except json.JSONDecodeError:
-            return _make(stripped, None, None, received_at, topic)
+            return _make(clean_text(stripped, max_chars), None, None, received_at, topic)
         raise PayloadError("JSON payload must be an object, not an array")
     if not stripped.startswith("{"):
-        return _make(stripped, None, None, received_at, topic)
+        return _make(clean_text(stripped, max_chars), None, None, received_at, topic)
     try:
         obj = json.loads(stripped)
     except json.JSONDecodeError as exc:
@@ -110,18 +154,18 @@ def parse_payload(payload: bytes, *, received_at: float = 0.0, topic: str = "") 
     if not isinstance(obj, dict):
         raise PayloadError("JSON payload must be an object")
     ann_id = obj.get("id")
-    if ann_id is not None and not isinstance(ann_id, str):
-        raise PayloadError("field 'id' must be a string")
+    if ann_id is not None:
+        _check_name("id", ann_id)
     text = obj.get("text")
     if text is None:
         raise _with_id(PayloadError("field 'text' is missing"), ann_id)
     if not isinstance(text, str):
         raise _with_id(PayloadError("field 'text' must be a string"), ann_id)
     voice = obj.get("voice")
-    if voice is not None and not isinstance(voice, str):
-        raise _with_id(PayloadError("field 'voice' must be a string"), ann_id)
     try:
-        ann = _make(text.strip(), ann_id, voice or None, received_at, topic)
+        if voice is not None:
+            _check_name("voice", voice)
+        ann = _make(clean_text(text, max_chars), ann_id, voice or None, received_at, topic)
         options = _options(obj)
     except PayloadError as exc:
         raise _with_id(exc, ann_id) from None
@@ -148,11 +192,18 @@ def _options(obj: dict[str, Any]) -> _Options:
         raise PayloadError(f"field {name!r} {problem} (got {err['input']!r})") from None
 
 
+def _check_name(field_name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise PayloadError(f"field {field_name!r} must be a string")
+    if len(value) > MAX_ID_CHARS:
+        raise PayloadError(f"field {field_name!r} is over {MAX_ID_CHARS} characters")
+    if value.translate(_CLEAN) != value:
+        raise PayloadError(f"field {field_name!r} contains control characters")
+
+
 def _make(
     text: str, ann_id: str | None, voice: str | None, received_at: float, topic: str
 ) -> Announcement:
-    if not text:
-        raise PayloadError("text is empty")
     if ann_id:
         return Announcement(
             text=text, id=ann_id, voice=voice, received_at=received_at, topic=topic, id_given=True

@@ -22,6 +22,7 @@ from edgespeak.errors import PayloadError
 from edgespeak.events import Event
 from edgespeak.link import Incoming, Route
 from edgespeak.mqtt import Topics
+from edgespeak.rate_limit import TopicRateLimit
 from edgespeak.scheduler import Scheduler
 from edgespeak.state import NodeState, VolumeStore, parse_volume
 
@@ -51,6 +52,8 @@ class Commands:
         self._state = state
         self._publish = publish
         self._changed = changed
+        self._rate = TopicRateLimit(settings.limits.rate)
+        self._refused: set[str] = set()  # topics whose refusal was logged, until one passes
 
     def routes(self, topics: Topics) -> list[Route]:
         """The routes of this node's topics."""
@@ -63,8 +66,12 @@ class Commands:
     def announce(self, msg: Incoming) -> None:
         """Parse and queue one announcement. Its TTL becomes the smaller of the message's
         remaining MQTT 5 expiry and its ``ttl_s`` (payload, else ``[daemon] ttl_s``)."""
+        limits = self._settings.limits
         try:
-            ann = parse_payload(msg.payload, received_at=msg.received_at, topic=msg.topic)
+            ann = parse_payload(
+                msg.payload, received_at=msg.received_at, topic=msg.topic,
+                max_bytes=limits.max_payload_bytes, max_chars=limits.max_text_chars,
+            )  # fmt: skip
         except PayloadError as exc:
             ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
             log.warning("bad payload on %s (id %s): %s", msg.topic, ann_id, exc)
@@ -76,7 +83,16 @@ class Commands:
         self.submit(ann)
 
     def submit(self, ann: Announcement) -> None:
-        """Hand ``ann`` to the scheduler and refresh the state (queue length)."""
+        """Hand ``ann`` to the scheduler and refresh the state (queue length); over the rate
+        limit of its topic, it fails instead ("rate limit: …")."""
+        if not self._rate.allow(ann.topic):
+            reason = self._rate.refusal(ann.topic)
+            if ann.topic not in self._refused:  # one line per burst, not one per message
+                self._refused.add(ann.topic)
+                log.warning("%s; refusing until the rate drops", reason)
+            self._publish(Event(ann.id, "failed", error=reason))
+            return
+        self._refused.discard(ann.topic)
         self._scheduler.submit(ann)
         self._changed()
 

@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+from limits import parse_many
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -279,6 +280,8 @@ class ServerConfig(_Section):
     voice: str = "en"
     close_after_finish: bool = False
     max_text_chars: int = Field(5000, ge=1)
+    max_connections: int = Field(32, ge=1, le=10000)
+    max_sessions: int = Field(8, ge=1, le=1000)
 
 
 class DaemonConfig(_Section):
@@ -290,6 +293,28 @@ class DaemonConfig(_Section):
     dedup_window_s: float = Field(60.0, ge=0)
     state_dir: Path = Path("/var/lib/edgespeak")
     ready_wait_s: float = Field(20.0, ge=0, le=600)
+
+
+class LimitsConfig(_Section):
+    """What one MQTT input may carry, and how often: ``max_payload_bytes`` (bytes of one
+    announce or Hermes say payload), ``max_text_chars`` (characters of its text, after control
+    characters are removed), ``rate`` (announcements per topic, in the ``limits`` library's
+    notation: ``"20/minute"``, ``"5/second;60/hour"``)."""
+
+    max_payload_bytes: int = Field(16384, ge=256, le=1024 * 1024)
+    max_text_chars: int = Field(1000, ge=1, le=100_000)
+    rate: str = "20/minute"
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_parses(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f'{value!r} is not a rate; write e.g. "20/minute" or "5/second;60/hour"'
+            ) from None
+        return value
 
 
 class HomeAssistantConfig(_Section):
@@ -327,6 +352,7 @@ class Settings(BaseSettings):
     fallback: FallbackConfig = FallbackConfig()
     server: ServerConfig = ServerConfig()
     daemon: DaemonConfig = DaemonConfig()
+    limits: LimitsConfig = LimitsConfig()
     sounds: SoundsConfig = SoundsConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     hermes: HermesConfig = HermesConfig()

@@ -141,7 +141,9 @@ class Daemon:
         if s.homeassistant.enabled:
             routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
         if s.hermes.enabled:
-            self._hermes = HermesLink(s.hermes.site_id, commands.submit, self._post, self._publish)
+            self._hermes = HermesLink(
+                s.hermes.site_id, commands.submit, self._post, self._publish, s.limits
+            )
             routes += self._hermes.routes()
         return routes
 

@@ -52,7 +52,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from edgespeak.announcement import Announcement, decode_payload
+from edgespeak.announcement import (
+    MAX_PAYLOAD_BYTES,
+    MAX_TEXT_CHARS,
+    Announcement,
+    clean_text,
+    decode_payload,
+)
 from edgespeak.audio.wav import read_wav
 from edgespeak.errors import AudioFormatError, ConfigError, PayloadError
 
@@ -124,7 +130,15 @@ class Say:
     lang: str | None = None
 
 
-def parse_say(payload: bytes, *, site_id: str, received_at: float, topic: str) -> Say | None:
+def parse_say(
+    payload: bytes,
+    *,
+    site_id: str,
+    received_at: float,
+    topic: str,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_chars: int = MAX_TEXT_CHARS,
+) -> Say | None:
     """Parse a ``hermes/tts/say`` payload for site ``site_id``.
 
     Returns None when the message's ``siteId`` (default ``"default"``) is another site; such a
@@ -133,13 +147,14 @@ def parse_say(payload: bytes, *, site_id: str, received_at: float, topic: str) -
     ``received_at``, ``topic`` and as id the Hermes ``id`` when non-empty (``id_given=True``),
     else a generated one; ``voice`` stays None (see the module doc on ``lang``).
 
-    Raises PayloadError naming the field for: a payload over ``MAX_PAYLOAD_BYTES``, invalid
+    Raises PayloadError naming the field for: a payload over ``max_bytes``, invalid
     UTF-8, malformed JSON or JSON that is not an object, a non-string ``siteId``/``id``/
-    ``sessionId``/``lang``, a missing, non-string or empty ``text``, a ``volume`` that is not a
+    ``sessionId``/``lang``, a missing, non-string or empty ``text`` or one over ``max_chars``
+    characters once control characters are removed, a ``volume`` that is not a
     number or is outside 0..1. The error's ``announcement_id`` is the Hermes ``id`` when it
     could be read. ``null`` counts as absent; unknown fields are ignored (logged at DEBUG).
     """
-    obj = _json_object(payload)
+    obj = _json_object(payload, max_bytes)
     msg_site = _opt_str(obj, "siteId", None)
     if msg_site is None:
         msg_site = DEFAULT_SITE_ID
@@ -154,9 +169,11 @@ def parse_say(payload: bytes, *, site_id: str, received_at: float, topic: str) -
         raise PayloadError("field 'text' is missing", hermes_id)
     if not isinstance(text, str):
         raise PayloadError(f"field 'text' must be a string (got {_kind(text)})", hermes_id)
-    text = text.strip()
-    if not text:
-        raise PayloadError("field 'text' is empty", hermes_id)
+    try:
+        text = clean_text(text, max_chars)
+    except PayloadError as exc:
+        problem = str(exc).removeprefix("text ")
+        raise PayloadError(f"field 'text' {problem}", hermes_id) from None
     volume = _volume(obj.get("volume"), hermes_id)
     unknown = sorted(set(obj) - _KNOWN_SAY_FIELDS)
     if unknown:
@@ -236,8 +253,8 @@ def play_finished(play: PlayBytes) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
-def _json_object(payload: bytes) -> dict[str, Any]:
-    body = decode_payload(payload)
+def _json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    body = decode_payload(payload, max_bytes)
     try:
         obj = json.loads(body)
     except json.JSONDecodeError as exc:

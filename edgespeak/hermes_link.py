@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from edgespeak.announcement import Announcement
+from edgespeak.config import LimitsConfig
 from edgespeak.errors import PayloadError
 from edgespeak.events import Event
 from edgespeak.hermes import (
@@ -42,11 +43,13 @@ class HermesLink:
         submit: Callable[[Announcement], None],
         post: Post,
         publish: Callable[[Event], None],
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.topics = HermesTopics(site_id)  # raises ConfigError for a bad site id
         self._submit = submit
         self._post = post
         self._publish = publish
+        self._limits = limits or LimitsConfig()
         self._says: dict[str, list[Say]] = defaultdict(list)
         self._plays: dict[str, list[PlayBytes]] = defaultdict(list)
 
@@ -57,7 +60,8 @@ class HermesLink:
         try:
             say = parse_say(
                 msg.payload, site_id=self.topics.site_id, received_at=msg.received_at,
-                topic=msg.topic,
+                topic=msg.topic, max_bytes=self._limits.max_payload_bytes,
+                max_chars=self._limits.max_text_chars,
             )  # fmt: skip
         except PayloadError as exc:
             log.warning("bad hermes/tts/say (id %s): %s", exc.announcement_id, exc)
@@ -86,7 +90,7 @@ class HermesLink:
         self._plays[play.request_id].append(play)
         ann = Announcement(
             text=f"playBytes {play.request_id}", id=play.request_id,
-            received_at=msg.received_at, topic=msg.topic, sound=play.pcm,
+            received_at=msg.received_at, topic=self.topics.play_bytes, sound=play.pcm,
             sound_rate_hz=play.rate_hz,
         )  # fmt: skip
         self._submit(ann)

@@ -145,6 +145,8 @@ def test_unknown_fields_are_ignored() -> None:
         ({"text": None, "siteId": "kitchen", "id": "x1"}, "'text' is missing", True),
         ({"text": "", "siteId": "kitchen", "id": "x1"}, "'text' is empty", True),
         ({"text": "  \n ", "siteId": "kitchen", "id": "x1"}, "'text' is empty", True),
+        ({"text": "\u0007\u001b", "siteId": "kitchen", "id": "x1"}, "after removing", True),
+        ({"text": "a" * 1001, "siteId": "kitchen", "id": "x1"}, "1001 characters", True),
         ({"text": 5, "siteId": "kitchen", "id": "x1"}, "'text' must be a string", True),
         ({"text": ["a"], "siteId": "kitchen"}, "'text' must be a string", False),
         ({"text": "Hi", "siteId": 3}, "'siteId' must be a string", False),

@@ -1,0 +1,60 @@
+"""Input limits end to end: oversize, control-character and flooding inputs get their own
+``failed`` reasons from a real daemon, and the normal announcements around them still play."""
+
+from __future__ import annotations
+
+import json
+
+from edgespeak.rate_limit import TopicRateLimit
+from tests.conftest import Stack
+
+LIMITS = '\n[limits]\nmax_payload_bytes = 1024\nmax_text_chars = 60\nrate = "5/minute"\n'
+
+
+def test_rate_limit_counts_per_topic_and_refuses_past_every_limit() -> None:
+    limit = TopicRateLimit("3/minute;4/hour")
+    assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limit.allow("b"), "another topic has its own allowance"
+    assert limit.refusal("a") == "rate limit: more than 3/minute;4/hour on a ([limits] rate)"
+    tight = TopicRateLimit("10/minute;2/hour")
+    assert [tight.allow("t") for _ in range(3)] == [True, True, False]
+
+
+async def test_oversize_control_character_and_flood_inputs_fail_and_the_rest_plays(
+    stack: Stack,
+) -> None:
+    config = stack.config()
+    config.write_text(config.read_text() + LIMITS)
+    async with stack.daemon(config) as w:
+        await w.announce(json.dumps({"id": "big-1", "text": "a" * 1100}))
+        oversize = await w.wait("failed")  # not parsed at all, so its id is not known
+        await w.announce(json.dumps({"id": "long-1", "text": "word " * 13}))
+        too_long = await w.wait("failed", ann_id="long-1")
+        await w.announce(json.dumps({"id": "ctl-1", "text": "\u0007\u001b\u0000"}))
+        only_controls = await w.wait("failed", ann_id="ctl-1")
+        cleaned = await w.say("Door\u0007bell\u001b at the\nfront.", "ctl-2")
+        # A flood on another topic: the first five pass, the rest are refused at once.
+        for n in range(1, 8):
+            body = json.dumps({"id": f"flood-{n}", "text": "Hi."})
+            await w.client.publish("edgespeak/all/announce", body, qos=1)
+        refused = [await w.wait("failed", ann_id=f"flood-{n}") for n in (6, 7)]
+        flooded = [await w.wait("finished", "failed", ann_id=f"flood-{n}") for n in range(1, 6)]
+        good = await w.say("The washing is done.", "good-1")
+    assert (
+        oversize["error"] == "payload is 1127 bytes; the limit is 1024 ([limits] max_payload_bytes)"
+    )
+    assert too_long["error"] == "text is 64 characters; the limit is 60 ([limits] max_text_chars)"
+    assert only_controls["error"] == "text is empty after removing control characters"
+    assert cleaned["state"] == "finished"
+    for event in refused:
+        assert event["error"] == (
+            "rate limit: more than 5/minute on edgespeak/all/announce ([limits] rate)"
+        )
+    assert [e["state"] for e in flooded] == ["finished"] * 5
+    assert good["state"] == "finished", "the node's own topic is not limited by the flood"
+    # Exactly the accepted announcements reached ALSA, the cleaned text as the server spoke it.
+    expected = await stack.sent("Doorbell at the front.")
+    expected += (await stack.sent("Hi.")) * 5 + await stack.sent("The washing is done.")
+    assert stack.capture.read() == expected
+    log = stack.daemon_log.read_text()
+    assert log.count("rate limit: more than 5/minute on edgespeak/all/announce") == 1
