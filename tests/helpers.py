@@ -32,6 +32,19 @@ async def serving_live(handle: Handler) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields the ws:// URL of its Fish live path."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
+    finally:
+        await runner.cleanup()
+
+
 async def server_audio(url: str, text: str, *, fmt: str, rate: int | None) -> bytes:
     """What the server sends for ``text``: the concatenated ``audio`` of one session, read
     with a plain aiohttp + ormsgpack client (not edgespeak's own), sending the same session

@@ -21,12 +21,14 @@ from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
+from edgespeak.server.capacity import Capacity
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.tts import fish_protocol as fp
 
 log = logging.getLogger(__name__)
 
 _END = object()  # reader → worker: the socket closed
+CAPACITY = web.AppKey("capacity", Capacity)  # shared by every handler of one server
 
 
 class _Failed:
@@ -60,11 +62,13 @@ class _Session:
 
 
 class LiveHandler:
-    """Serves ``/v1/tts/live`` with one engine; ``config`` gives token, limits, lifetime."""
+    """Serves ``/v1/tts/live`` with one engine; ``config`` gives token, limits, lifetime;
+    ``capacity`` counts connections and sessions (shared with the server's other handlers)."""
 
-    def __init__(self, config: ServerConfig, engine: EspeakEngine) -> None:
+    def __init__(self, config: ServerConfig, engine: EspeakEngine, capacity: Capacity) -> None:
         self._config = config
         self._engine = engine
+        self._capacity = capacity
 
     def _authorised(self, request: web.Request) -> bool:
         if self._config.token is None:
@@ -73,9 +77,19 @@ class LiveHandler:
         return hmac.compare_digest(request.headers.get("Authorization", ""), expected)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Upgrade to a WebSocket (401 without the right bearer token) and serve sessions."""
+        """Upgrade to a WebSocket (401 without the right bearer token, 429 when
+        ``max_connections`` are open) and serve sessions."""
         if not self._authorised(request):
             raise web.HTTPUnauthorized(text="invalid or missing bearer token")
+        if not self._capacity.connect():
+            log.warning("refused a connection: %s", self._capacity.connections_full())
+            raise web.HTTPTooManyRequests(text=self._capacity.connections_full())
+        try:
+            return await self._serve(request)
+        finally:
+            self._capacity.disconnect()
+
+    async def _serve(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
         inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -96,20 +110,29 @@ class LiveHandler:
 
     async def _work(self, ws: web.WebSocketResponse, inbox: asyncio.Queue[object]) -> None:
         session: _Session | _Failed | None = None
-        while (item := await inbox.get()) is not _END:
-            assert isinstance(item, bytes)
-            before = session
-            try:
-                session = await self._step(ws, session, fp.decode(item))
-                finished = isinstance(before, _Session) and session is None
-            except (SessionError, EdgespeakError) as exc:
-                log.warning("session failed: %s", exc)
-                await ws.send_bytes(fp.finish("error", message=str(exc)))
-                # The client may still send the rest of this session; swallow it up to 'stop'.
-                session, finished = (_FAILED if before is not None else None), True
-            if finished and self._config.close_after_finish:
-                await ws.close()
-                return
+        try:
+            while (item := await inbox.get()) is not _END:
+                assert isinstance(item, bytes)
+                before, msg = session, None
+                try:
+                    msg = fp.decode(item)
+                    session = await self._step(ws, session, msg)
+                    finished = isinstance(before, _Session) and session is None
+                except (SessionError, EdgespeakError) as exc:
+                    log.warning("session failed: %s", exc)
+                    await ws.send_bytes(fp.finish("error", message=str(exc)))
+                    # The client may still send the rest of this session (a refused 'start'
+                    # included): swallow it up to its 'stop', which gets no second finish.
+                    opened = before is not None or (msg is not None and msg.event == "start")
+                    session, finished = (_FAILED if opened else None), True
+                if isinstance(before, _Session) and session is not before:
+                    self._capacity.end_session()
+                if finished and self._config.close_after_finish:
+                    await ws.close()
+                    return
+        finally:
+            if isinstance(session, _Session):  # the connection ended mid-session
+                self._capacity.end_session()
 
     async def _step(
         self, ws: web.WebSocketResponse, session: _Session | _Failed | None, msg: fp.Message
@@ -126,7 +149,13 @@ class LiveHandler:
                 request = msg.body.get("request")
                 if not isinstance(request, dict):
                     raise SessionError("'start' needs a 'request' map")
-                return _Session(request, self._engine)
+                if not self._capacity.begin_session():
+                    raise SessionError(self._capacity.sessions_full())
+                try:
+                    return _Session(request, self._engine)
+                except SessionError:
+                    self._capacity.end_session()
+                    raise
             case "text" | "flush" | "stop" if session is None:
                 raise SessionError(f"{msg.event!r} before 'start'")
             case "text":
@@ -170,8 +199,10 @@ class LiveHandler:
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
     """The aiohttp application serving ``/v1/tts/live``."""
-    handler = LiveHandler(config, engine or EspeakEngine(voice=config.voice))
+    capacity = Capacity(config.max_connections, config.max_sessions)
+    handler = LiveHandler(config, engine or EspeakEngine(voice=config.voice), capacity)
     app = web.Application()
+    app[CAPACITY] = capacity
     app.router.add_get(fp.LIVE_PATH, handler.handle)
     return app
 

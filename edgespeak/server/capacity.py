@@ -1,0 +1,52 @@
+"""How much the local server takes on at once: WebSocket connections and sessions.
+
+A Pi or a small home server runs one espeak-ng (or Piper) process per session; past a few at
+once every session slows down together. So the server refuses the connection past
+``[server] max_connections`` (HTTP 429, as Fish's cloud does at its concurrency limit,
+shared/protocols.md §1) and ends a session past ``max_sessions`` at once with an error the
+client can act on (fall back), instead of letting everyone's time to first audio grow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Capacity:
+    """Counts of connections and sessions open now, against their limits."""
+
+    max_connections: int
+    max_sessions: int
+    connections: int = 0
+    sessions: int = 0
+
+    def connect(self) -> bool:
+        """Count a new connection; False (not counted) when ``max_connections`` are open."""
+        if self.connections >= self.max_connections:
+            return False
+        self.connections += 1
+        return True
+
+    def disconnect(self) -> None:
+        """A counted connection closed."""
+        self.connections -= 1
+
+    def begin_session(self) -> bool:
+        """Count a new session; False (not counted) when ``max_sessions`` are running."""
+        if self.sessions >= self.max_sessions:
+            return False
+        self.sessions += 1
+        return True
+
+    def end_session(self) -> None:
+        """A counted session ended (finished, failed, or its connection closed)."""
+        self.sessions -= 1
+
+    def connections_full(self) -> str:
+        """The 429 body."""
+        return f"server busy: {self.connections} connections open ([server] max_connections)"
+
+    def sessions_full(self) -> str:
+        """The ``finish`` error of a session refused."""
+        return f"server busy: {self.sessions} sessions running ([server] max_sessions)"
