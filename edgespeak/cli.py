@@ -1,4 +1,5 @@
-"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``cache``, ``ha``, ``demo``."""
+"""The ``edgespeak`` command: ``run``, ``serve``, ``say``, ``cache``, ``ha``, ``doctor``,
+``demo``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     ha_sub.add_parser(
         "remove", help="clear the node's discovery, state and availability", parents=[common]
     )
+    add("doctor", "check config, audio device, broker, TTS provider and cache; print fixes")
     demo = add("demo", "start a broker, the local server and the daemon; speak the examples")
     demo.add_argument(
         "--announcements",
@@ -64,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "doctor":  # reports a broken config itself, as one of its checks
+        from edgespeak.doctor import doctor
+
+        setup_logging(args.log_level or "CRITICAL")  # the table says what matters
+        return doctor(args.config)
     try:
         settings = load_config(args.config)
     except ConfigError as exc:

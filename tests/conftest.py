@@ -58,6 +58,7 @@ class TtsServer:
     workdir: Path
     close_after_finish: bool = False
     server: LocalServer | None = None
+    token: str | None = None  # the bearer token clients must send (restart to apply)
 
     @property
     def url(self) -> str:
@@ -68,6 +69,7 @@ class TtsServer:
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
             f"close_after_finish = {str(self.close_after_finish).lower()}\n"
+            + (f'token = "{self.token}"\n' if self.token else "")
         )
         self.server = LocalServer(cfg, self.workdir / "server.log", base_env())
         assert self.server.start() == self.url
