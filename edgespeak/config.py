@@ -56,13 +56,21 @@ def read_secret(path: Path) -> SecretStr:
         raise ConfigError(f"cannot read secret file {path}: {why}") from None
 
 
+CREDSTORE = Path("/etc/credstore")  # where scripts/install puts edgespeak.<name>
+
+
 def credential(name: str) -> SecretStr | None:
-    """The systemd credential ``name`` (``$CREDENTIALS_DIRECTORY/<name>``, from the unit's
-    ``LoadCredential=``), or None when there is no such variable or file. Raises ConfigError
-    when it exists but cannot be read."""
+    """The systemd credential ``name``: ``$CREDENTIALS_DIRECTORY/<name>`` in the service (from
+    the unit's ``LoadCredential=``); outside it (``edgespeak doctor``, ``say``, ``cache warm``
+    run by root) the same file in ``/etc/credstore/edgespeak.<name>`` when readable. None when
+    there is none. Raises ConfigError when the service's credential cannot be read."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if directory and (path := Path(directory) / name).is_file():
-        return read_secret(path)
+    if directory:
+        path = Path(directory) / name
+        return read_secret(path) if path.is_file() else None
+    stored = CREDSTORE / f"edgespeak.{name}"
+    if stored.is_file() and os.access(stored, os.R_OK):
+        return read_secret(stored)
     return None
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from edgespeak import config
 from edgespeak.config import Settings, load_config, sanitise_node_id
 from edgespeak.errors import ConfigError
 
@@ -182,6 +183,23 @@ def test_the_tts_api_key_comes_from_a_systemd_credential(
     monkeypatch.setenv("EDGESPEAK_TTS__API_KEY", "sk-env")  # the config wins
     token = load_config(None).tts_token
     assert token is not None and token.get_secret_value() == "sk-env"
+
+
+def test_outside_the_service_the_credstore_file_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``edgespeak doctor`` run by root finds the key scripts/install stored for the service."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGESPEAK_TTS__URL", "wss://api.fish.audio/v1/tts/live")
+    monkeypatch.setattr(config, "CREDSTORE", tmp_path)
+    assert load_config(None).tts_token is None
+    (tmp_path / "edgespeak.tts_api_key").write_text("sk-stored\n")
+    token = load_config(None).tts_token
+    assert token is not None and token.get_secret_value() == "sk-stored"
+    service = tmp_path / "service"
+    service.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(service))  # in the service: its own only
+    assert load_config(None).tts_token is None
 
 
 def test_the_tts_api_key_from_a_file_and_not_both(tmp_path: Path) -> None:
