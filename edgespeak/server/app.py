@@ -18,9 +18,10 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from edgespeak.config import ServerConfig
-from edgespeak.engines.espeak import EspeakEngine
+from edgespeak.engines.espeak import EngineError, EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
+from edgespeak.server.models import add_model_routes, espeak_voices
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.tts import fish_protocol as fp
 
@@ -46,6 +47,14 @@ class _Session:
 
     def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
         self.voice = request.get("reference_id") or None
+        if self.voice is not None:  # refused at 'start', before any text is buffered
+            try:
+                engine.check_voice(str(self.voice))
+            except EngineError:
+                raise SessionError(
+                    f"unknown voice {self.voice!r} (`edgespeak voices list` or GET /model "
+                    "lists this server's voices)"
+                ) from None
         try:
             self.output = OutputStream(
                 str(request.get("format", "mp3")),
@@ -169,10 +178,12 @@ class LiveHandler:
 
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
-    """The aiohttp application serving ``/v1/tts/live``."""
-    handler = LiveHandler(config, engine or EspeakEngine(voice=config.voice))
+    """The aiohttp application serving ``/v1/tts/live`` and the voice list ``/model``."""
+    engine = engine or EspeakEngine(voice=config.voice)
+    handler = LiveHandler(config, engine)
     app = web.Application()
     app.router.add_get(fp.LIVE_PATH, handler.handle)
+    add_model_routes(app, config, espeak_voices(engine.voice_list))  # GET /model[/{id}]
     return app
 
 
