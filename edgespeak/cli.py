@@ -12,6 +12,7 @@ from edgespeak import __version__
 from edgespeak.config import Settings, load_config
 from edgespeak.errors import ConfigError
 from edgespeak.logs import setup_logging
+from edgespeak.voices_cli import add_voices_parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     ha_sub.add_parser(
         "remove", help="clear the node's discovery, state and availability", parents=[common]
     )
+    add_voices_parser(sub, common)
     demo = add("demo", "start a broker, the local server and the daemon; speak the examples")
     demo.add_argument(
         "--announcements",
@@ -112,4 +114,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from edgespeak.ha_cli import remove
 
             return await remove(settings)
+        case "voices":
+            from edgespeak.voices_cli import voices
+
+            return await voices(settings, args)
     raise AssertionError(args.command)
