@@ -13,6 +13,7 @@ from edgespeak import __version__
 from edgespeak.config import Settings, load_config
 from edgespeak.errors import ConfigError
 from edgespeak.logs import setup_logging
+from edgespeak.voices_cli import add_voices_parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         "remove", help="clear the node's discovery, state and availability", parents=[common]
     )
     add("doctor", "check config, audio device, broker, TTS provider and cache; print fixes")
+    add_voices_parser(sub, common)
     demo = add("demo", "start a broker, the local server and the daemon; speak the examples")
     demo.add_argument(
         "--announcements",
@@ -119,4 +121,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             from edgespeak.ha_cli import remove
 
             return await remove(settings)
+        case "voices":
+            from edgespeak.voices_cli import voices
+
+            return await voices(settings, args)
     raise AssertionError(args.command)

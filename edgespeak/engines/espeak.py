@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 from edgespeak.audio.formats import WavStreamDecoder
 from edgespeak.errors import TtsError, TtsProtocolError
@@ -24,11 +26,67 @@ class EngineError(TtsError):
     """The engine failed (not installed, unknown voice, crashed)."""
 
 
+@dataclass(frozen=True)
+class EspeakVoice:
+    """One voice from ``espeak-ng --voices``.
+
+    ``id``: the voice file's base name, lower-cased (``en-us``, ``en`` for ``gmw/en``), a valid
+    ``-v`` argument for every voice (language codes are not: ``chr-US-Qaaa-x-west`` is refused,
+    and ``yue`` names two voices). ``language``: espeak-ng's language code, lower-cased;
+    ``other_languages``: the further codes it lists (``(zh-cmn 5)(zh 5)`` → ``zh-cmn``, ``zh``).
+    ``gender``: ``"M"``, ``"F"`` or ``""`` (unknown). ``name``: ``_`` shown as spaces,
+    ``English (America)``.
+    """
+
+    id: str
+    language: str
+    other_languages: tuple[str, ...]
+    gender: str
+    name: str
+    file: str
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The language code and the other languages, without repeats."""
+        return tuple(dict.fromkeys((self.language, *self.other_languages)))
+
+
+_OTHER_LANGUAGE = re.compile(r"\(([^\s()]+)\s+\d+\)")
+
+
+def parse_voices(listing: str) -> list[EspeakVoice]:
+    """The voices in ``espeak-ng --voices`` output (columns ``Pty Language Age/Gender VoiceName
+    File [Other Languages]``; names use ``_`` for spaces), in its order. A voice whose id was
+    already taken is left out."""
+    voices: dict[str, EspeakVoice] = {}
+    for line in listing.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        language, age_gender, name, file = fields[1:5]
+        voice_id = file.rsplit("/", 1)[-1].lower()
+        gender = age_gender.rsplit("/", 1)[-1]
+        voices.setdefault(
+            voice_id,
+            EspeakVoice(
+                id=voice_id,
+                language=language.lower(),
+                other_languages=tuple(
+                    code.lower() for code in _OTHER_LANGUAGE.findall(" ".join(fields[5:]))
+                ),
+                gender=gender if gender in ("M", "F") else "",
+                name=name.replace("_", " "),
+                file=file,
+            ),
+        )
+    return list(voices.values())
+
+
 class EspeakEngine:
     """Streams speech from the ``espeak-ng`` binary.
 
     ``voice`` is an espeak-ng voice name (``en``, ``en-us``, ``de`` …), used when a request
-    names none.
+    names none. ``voice_list``: the installed voices (:func:`parse_voices`).
     """
 
     rate_hz = ESPEAK_RATE_HZ
@@ -38,7 +96,12 @@ class EspeakEngine:
         if path is None:
             raise EngineError(f"{binary} is not installed (apt-get install espeak-ng)")
         self._binary = path
-        self.voices = _list_voices(path)
+        self.voice_list = _list_voices(path)
+        self.voices = frozenset(
+            name.lower()
+            for v in self.voice_list
+            for name in (v.id, v.language, v.name.replace(" ", "_"), v.file)
+        )
         self.voice = self.check_voice(voice)
 
     def check_voice(self, voice: str) -> str:
@@ -86,15 +149,10 @@ class EspeakEngine:
                 await proc.wait()
 
 
-def _list_voices(binary: str) -> frozenset[str]:
-    """Lower-cased language codes, names and files from ``espeak-ng --voices``."""
+def _list_voices(binary: str) -> list[EspeakVoice]:
+    """The voices ``espeak-ng --voices`` lists; EngineError when there are none."""
     out = subprocess.run([binary, "--voices"], capture_output=True, text=True, check=False)
-    names: set[str] = set()
-    for line in out.stdout.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 5:  # Pty Language Age/Gender VoiceName File [Other Languages]
-            language, name, file = fields[1], fields[3], fields[4]
-            names.update(v.lower() for v in (language, name, file, file.rsplit("/", 1)[-1]))
-    if not names:
+    voices = parse_voices(out.stdout)
+    if not voices:
         raise EngineError(f"espeak-ng lists no voices: {out.stderr.strip()}")
-    return frozenset(names)
+    return voices

@@ -18,10 +18,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from edgespeak.config import ServerConfig
-from edgespeak.engines.espeak import EspeakEngine
+from edgespeak.engines.espeak import EngineError, EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
 from edgespeak.server.capacity import Capacity
+from edgespeak.server.models import add_model_routes, espeak_voices
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.tts import fish_protocol as fp
 
@@ -48,6 +49,14 @@ class _Session:
 
     def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
         self.voice = request.get("reference_id") or None
+        if self.voice is not None:  # refused at 'start', before any text is buffered
+            try:
+                engine.check_voice(str(self.voice))
+            except EngineError:
+                raise SessionError(
+                    f"unknown voice {self.voice!r} (`edgespeak voices list` or GET /model "
+                    "lists this server's voices)"
+                ) from None
         try:
             self.output = OutputStream(
                 str(request.get("format", "mp3")),
@@ -198,12 +207,14 @@ class LiveHandler:
 
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
-    """The aiohttp application serving ``/v1/tts/live``."""
+    """The aiohttp application serving ``/v1/tts/live`` and the voice list ``/model``."""
+    engine = engine or EspeakEngine(voice=config.voice)
     capacity = Capacity(config.max_connections, config.max_sessions)
-    handler = LiveHandler(config, engine or EspeakEngine(voice=config.voice), capacity)
+    handler = LiveHandler(config, engine, capacity)
     app = web.Application()
     app[CAPACITY] = capacity
     app.router.add_get(fp.LIVE_PATH, handler.handle)
+    add_model_routes(app, config, espeak_voices(engine.voice_list))  # GET /model[/{id}]
     return app
 
 
