@@ -270,7 +270,7 @@ class FishLiveClient:
                 continue
             except (aiohttp.ClientError, ConnectionError) as exc:
                 if got_audio or attempt == 2:
-                    raise TtsUnavailable(f"connection lost: {exc}") from None
+                    raise TtsUnavailable(f"the TTS provider connection was lost: {exc}") from None
                 continue
             finally:
                 self._sessions -= 1
@@ -298,7 +298,9 @@ class FishLiveClient:
             if item is _CLOSED:
                 if not got_audio:
                     raise _StaleConnection
-                raise TtsUnavailable("connection closed before 'finish'")
+                raise TtsUnavailable(
+                    "the TTS provider's connection closed before 'finish': speech cut short"
+                )
             assert isinstance(item, bytes)
             msg = fp.decode(item)
             if msg.event == "audio":
