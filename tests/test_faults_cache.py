@@ -14,11 +14,27 @@ import asyncio
 import shlex
 import subprocess
 
+import pytest
+
 from tests.conftest import Stack, daemon_process, watching
 
 DOOR = "Someone is at the front door."
 WASHER = "The washing machine has finished. Please empty it."
 TMPFS_SIZE = "256k"  # room for the index and one or two phrases
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mount_namespaces() -> None:
+    """Fail (not skip) with the reason when private mount namespaces are not available."""
+    try:
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "true"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except FileNotFoundError:
+        pytest.fail("unshare is not installed (apt-get install util-linux)")
+    if done.returncode != 0:
+        pytest.fail(f"these tests need root (CAP_SYS_ADMIN) for unshare --mount: {done.stderr}")
 
 
 def namespaced(setup: str) -> tuple[str, ...]:
