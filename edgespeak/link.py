@@ -16,7 +16,6 @@ daemon reads ``offline`` too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -140,7 +139,14 @@ class MqttLink:
                 before_sleep=self._log_retry,
             ):
                 with attempt:
-                    await self._session()
+                    try:
+                        await self._session()
+                    except aiomqtt.MqttError:
+                        # Being cancelled, aiomqtt's graceful disconnect may find the
+                        # connection already gone and raise this instead: retrying would
+                        # swallow the cancellation, and the daemon could never stop.
+                        _raise_if_cancelled()
+                        raise
 
     def _log_retry(self, state: RetryCallState) -> None:
         """First failure, or a different one than the last logged: WARNING; repeats: DEBUG."""
@@ -162,6 +168,7 @@ class MqttLink:
         ) as client:
             await client.subscribe([(route.filter, 1) for route in self._routes])
             await client.publish(topics.availability, b"online", qos=1, retain=True)
+            _raise_if_cancelled()  # 3.11's wait_for, under both, may have lost it (see _publish)
             self._client = client
             self._last_problem = None
             self.up.set()
@@ -184,8 +191,13 @@ class MqttLink:
                 self._client = None
                 self.up.clear()
                 publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await publisher
+                # Wait without raising its CancelledError: suppressing that one would also
+                # swallow a cancellation of this task arriving meanwhile, and the link would
+                # reconnect instead of stopping (the daemon then never exits).
+                await asyncio.wait({publisher})
+                if not publisher.cancelled() and (failure := publisher.exception()) is not None:
+                    if not isinstance(failure, aiomqtt.MqttError):
+                        raise failure
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
         received_at = time.monotonic()
@@ -211,8 +223,12 @@ class MqttLink:
     async def _publish(self, client: aiomqtt.Client) -> None:
         """Publish the outbox in order, each until the broker acknowledged it. The one in
         flight when the connection drops (this task is then cancelled, or the publish fails)
-        stays in ``_unsent`` and goes first on the next connection: sent twice at worst."""
-        while True:
+        stays in ``_unsent`` and goes first on the next connection: sent twice at worst.
+
+        Stops once ``client`` is no longer the link's: on Python 3.11 a cancellation that
+        meets the PUBACK is lost inside aiomqtt's ``asyncio.wait_for`` (fixed in 3.12), and
+        this task would then wait on the outbox for ever, the session waiting for it."""
+        while self._client is client:
             if self._unsent is None:
                 self._unsent = self._newest(await self._outbox.get())
             out = self._unsent
@@ -235,3 +251,11 @@ class MqttLink:
             )
         except aiomqtt.MqttError as exc:
             log.debug("could not publish offline: %s", exc)
+
+
+def _raise_if_cancelled() -> None:
+    """Raise CancelledError if the current task has been asked to stop (``cancel()`` called
+    and not withdrawn), even though the exception itself got lost on the way."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
