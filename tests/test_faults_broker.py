@@ -44,6 +44,7 @@ COUNT = 100
 KILL_AFTER = 40  # acknowledged publications before the broker is killed
 TOPIC = "edgespeak/testnode/announce"
 RETRY_S = 0.05  # between attempts to reach a broker that is down
+STOP_S = 15.0  # a cancelled link stops within aiomqtt's 10 s disconnect timeout
 ACK_TIMEOUT_S = 1.0  # a publication not acknowledged by then is sent again on a new connection
 DURABLE_BROKER = (
     "autosave_on_changes true",  # save after every change, not only on a clean stop
@@ -266,7 +267,8 @@ async def test_queued_states_never_push_queued_events_out(broker: Mosquitto) -> 
                             break
         finally:
             running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            async with asyncio.timeout(STOP_S):  # a lost cancellation kept it reconnecting
+                await asyncio.wait({running})
+    assert running.cancelled(), "the link must stop when cancelled"
     assert events == [f"e-{i}" for i in range(count)]
     assert states == [{"n": count * 3 - 1}]
