@@ -21,7 +21,7 @@ from tests.test_offline import espeak_pcm
 
 DOOR = "Someone is at the front door."
 WASHER = "The washing machine has finished. Please empty it."
-# About 4,800 characters, ~4 minutes of speech that espeak-ng takes ~0.7 s to synthesise on
+# About 4,600 characters, ~4 minutes of speech that espeak-ng takes ~0.7 s to synthesise on
 # an idle 2-core machine: long enough to catch the server while it is still streaming.
 LONG = "Here is the weather report. " + " ".join(
     f"In area {i} the wind comes from the west at {i + 10} kilometres an hour, with rain later."
