@@ -12,6 +12,7 @@ import soxr
 
 from edgespeak.audio.formats import wav_header
 from edgespeak.audio.opus import OPUS_RATE_HZ, OggOpusEncoder
+from edgespeak.tts import fish_protocol as fp
 
 FORMATS = ("pcm", "wav", "opus")
 DEFAULT_RATE_HZ = 44100  # Fish: sample_rate null → 44100
@@ -28,18 +29,12 @@ class UnsupportedRequest(ValueError):
 
 
 def opus_bitrate_bps(value: object) -> int | None:
-    """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000).
-
-    The SDK sends kbps (24, 32, 48, 64), the docs bps (24000…64000); both are accepted.
-    Raises UnsupportedRequest for anything else.
-    """
-    if value is None or value == -1000:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        bps = value * 1000 if value <= 512 else value
-        if 6000 <= bps <= 510000:
-            return bps
-    raise UnsupportedRequest(f"opus_bitrate {value!r} is not -1000, kbps or bps")
+    """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000); see
+    :func:`edgespeak.tts.fish_protocol.opus_bitrate_bps`. Raises UnsupportedRequest."""
+    try:
+        return fp.opus_bitrate_bps(value)
+    except ValueError as exc:
+        raise UnsupportedRequest(str(exc)) from None
 
 
 class OutputStream:
