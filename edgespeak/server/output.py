@@ -42,6 +42,7 @@ class OutputStream:
 
     ``in_rate_hz``: the engine's rate. Input: bytes of s16le mono PCM at that rate.
     Output of :meth:`write`/:meth:`close`: wire bytes of ``format`` at :attr:`rate_hz`.
+    ``gain_db``: gain applied first (Fish ``prosody.volume``), clipped to 16 bits.
     Raises UnsupportedRequest for an unknown format, a bad rate or bitrate.
     """
 
@@ -51,6 +52,8 @@ class OutputStream:
         sample_rate: object,
         in_rate_hz: int,
         opus_bitrate: object = -1000,
+        *,
+        gain_db: float = 0.0,
     ) -> None:
         if format not in FORMATS:
             raise UnsupportedRequest(
@@ -71,6 +74,7 @@ class OutputStream:
             else:
                 raise UnsupportedRequest(f"sample_rate {sample_rate!r} is not 8000..192000 Hz")
             header = wav_header(rate) if format == "wav" else b""
+        self._gain = 10 ** (gain_db / 20) if gain_db else None
         self._pending_header = header  # sent in front of the first bytes out
         self.format = format
         self.rate_hz = rate
@@ -87,6 +91,9 @@ class OutputStream:
 
     def write(self, pcm: bytes) -> bytes:
         """Encode bytes of s16le mono PCM at the engine rate; may return b"" while buffering."""
+        if self._gain is not None:
+            louder = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * self._gain
+            pcm = np.clip(np.rint(louder), -32768, 32767).astype("<i2").tobytes()
         if self._resampler is not None:
             samples = np.frombuffer(pcm, dtype="<i2")
             pcm = self._resampler.resample_chunk(samples, last=False).astype("<i2").tobytes()
