@@ -167,6 +167,12 @@ class FishLiveClient:
         await self._up.wait()
 
     @property
+    def connecting(self) -> bool:
+        """True while a background connection attempt, or the backoff before it, is under way
+        (False once warm, or after a final refusal: nothing will try again)."""
+        return self._warming is not None and not self._warming.done()
+
+    @property
     def refusal(self) -> TtsRejected | None:
         """The final refusal (401, 403) that stopped every connection attempt, or None."""
         return self._refusal
