@@ -60,3 +60,17 @@ def snr_db(reference: bytes, test: bytes) -> float:
     out = np.frombuffer(test, dtype="<i2").astype(np.float64)
     noise = np.sum((ref - out) ** 2)
     return float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-9)))
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields the ws:// URL of its Fish live path
+    (its HTTP base is the same URL without the path) and stops the server afterwards."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
+    finally:
+        await runner.cleanup()
