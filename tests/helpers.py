@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
 import ormsgpack
 from aiohttp import web
 
+from edgespeak.config import ServerConfig
+from edgespeak.server.app import build_app
 from edgespeak.stack import free_port
 from edgespeak.tts.fish_protocol import LIVE_PATH, split_first_sentence
 
@@ -74,3 +78,27 @@ async def serving_app(app: web.Application) -> AsyncIterator[str]:
         yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
     finally:
         await runner.cleanup()
+
+
+class CountingServer:
+    """Our server (``build_app`` with ``ServerConfig(**options)``) recording every request it
+    gets: ``paths`` in order (each WebSocket handshake is one); :meth:`wait` waits on a
+    condition of them."""
+
+    def __init__(self, **options: Any) -> None:
+        self.app = build_app(ServerConfig(**options))
+        self.paths: list[str] = []
+        self._changed = asyncio.Condition()
+        self.app.middlewares.append(self._count)
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        async with self._changed:
+            self.paths.append(request.path)
+            self._changed.notify_all()
+        return await handler(request)
+
+    async def wait(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Return once ``predicate()`` holds; TimeoutError after ``timeout_s`` seconds."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(predicate)

@@ -21,7 +21,7 @@ from edgespeak.server.app import build_app
 from edgespeak.tts import fish_protocol as fp
 from edgespeak.tts.backoff import backoff_s
 from edgespeak.tts.fish import FishLiveClient
-from tests.helpers import server_audio
+from tests.helpers import CountingServer, server_audio
 
 KEY = "sk-live-4f9a1c0e7d"
 PCM = fp.build_request(format="pcm", sample_rate=22050, reference_id=None)
@@ -285,32 +285,8 @@ async def test_consumer_stopping_early_closes_the_socket_and_prewarms_another() 
 # --- Refusals, faults and both connection lifetimes, against our own server's test switches ---
 
 
-class Counted:
-    """Our server (``build_app``) with every request to it recorded: ``paths`` in order,
-    ``at`` their loop times; :meth:`wait` waits on a condition of them."""
-
-    def __init__(self, **options: Any) -> None:
-        self.app = build_app(ServerConfig(**options))
-        self.paths: list[str] = []
-        self.at: list[float] = []
-        self._changed = asyncio.Condition()
-        self.app.middlewares.append(self._count)
-
-    @web.middleware
-    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        async with self._changed:
-            self.paths.append(request.path)
-            self.at.append(asyncio.get_running_loop().time())
-            self._changed.notify_all()
-        return await handler(request)  # type: ignore[no-any-return]
-
-    async def wait(self, predicate: Callable[[], bool]) -> None:
-        async with asyncio.timeout(10), self._changed:
-            await self._changed.wait_for(predicate)
-
-
 async def test_a_refused_key_is_final_no_stream_connects_again() -> None:
-    server = Counted(test_refuse_status=401)
+    server = CountingServer(test_refuse_status=401)
     async with serving(server.app) as url, FishLiveClient(url, token=SecretStr(KEY)) as client:
         await server.wait(lambda: len(server.paths) == 1)  # the warm-up was refused
         for _ in range(3):
@@ -325,7 +301,7 @@ async def test_a_refused_key_is_final_no_stream_connects_again() -> None:
 
 
 async def test_out_of_credit_blocks_streams_without_handshakes_until_its_backoff_ends() -> None:
-    server = Counted(test_refuse_status=402)
+    server = CountingServer(test_refuse_status=402)
     async with serving(server.app) as url, FishLiveClient(url, reconnect_first_s=60) as client:
         await server.wait(lambda: len(server.paths) == 1)
         for _ in range(3):
@@ -368,7 +344,7 @@ async def test_backoff_delays_grow_to_the_cap_with_jitter_and_never_below_half()
 
 @pytest.mark.parametrize("fault", ["error_before_audio", "error_after_audio"])
 async def test_a_session_ending_with_error_carries_the_servers_detail(fault: str) -> None:
-    server, chunks = Counted(test_session_fault=fault), []
+    server, chunks = CountingServer(test_session_fault=fault), []
     async with serving(server.app) as url, FishLiveClient(url) as client:
         with pytest.raises(TtsProtocolError) as info:
             async for chunk in client.stream("Hello there. How are you?", PCM):
@@ -379,7 +355,7 @@ async def test_a_session_ending_with_error_carries_the_servers_detail(fault: str
 
 
 async def test_server_closing_mid_stream_is_unavailable_and_a_new_socket_is_warmed() -> None:
-    server, chunks = Counted(test_session_fault="close_after_audio"), []
+    server, chunks = CountingServer(test_session_fault="close_after_audio"), []
     async with serving(server.app) as url, FishLiveClient(url) as client:
         with pytest.raises(TtsUnavailable, match="closed before 'finish'"):
             async for chunk in client.stream("Hello there. How are you?", PCM):
@@ -390,7 +366,7 @@ async def test_server_closing_mid_stream_is_unavailable_and_a_new_socket_is_warm
 
 @pytest.mark.parametrize("close", [False, True])
 async def test_our_server_in_both_lifetimes_serves_successive_streams(close: bool) -> None:
-    server = Counted(close_after_finish=close)
+    server = CountingServer(close_after_finish=close)
     async with serving(server.app) as url, FishLiveClient(url) as client:
         first = b"".join(await collect(client, "One."))
         if close:  # the next connection is opened before it is asked for (and taken once up)
