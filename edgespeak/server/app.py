@@ -22,8 +22,9 @@ from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
-from edgespeak.server.http_tts import add_http_tts, refusal_response
+from edgespeak.server.http_tts import add_http_tts
 from edgespeak.server.output import OutputStream, UnsupportedRequest
+from edgespeak.server.refusals import refusal_response
 from edgespeak.server.request import parse_request
 from edgespeak.tts import fish_protocol as fp
 

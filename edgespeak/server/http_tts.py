@@ -11,7 +11,6 @@ audio has started, a failure can only cut the chunked body short.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 
@@ -21,6 +20,7 @@ from aiohttp import web
 from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EngineError, EspeakEngine
 from edgespeak.server.output import OutputStream, UnsupportedRequest
+from edgespeak.server.refusals import error_response, refusal_response
 from edgespeak.server.request import parse_request
 
 log = logging.getLogger(__name__)
@@ -28,26 +28,6 @@ log = logging.getLogger(__name__)
 HTTP_PATH = "/v1/tts"
 MAX_BODY_BYTES = 16 * 1024 * 1024  # reference audio travels in the body
 CONTENT_TYPES = {"pcm": "audio/pcm", "wav": "audio/wav", "opus": "audio/ogg"}
-
-
-def error_response(status: int, message: str) -> web.Response:
-    """A JSON ``{"status", "message"}`` error response with HTTP ``status``."""
-    return web.json_response({"status": status, "message": message}, status=status)
-
-
-def refusal_response(config: ServerConfig, request: web.Request) -> web.Response | None:
-    """The refusal for ``request`` (either endpoint), or None to serve it: the test switch
-    ``test_refuse_status`` first, then 401 without the right bearer token. Logged at WARNING
-    (each refused handshake is one line, so tests can count attempts)."""
-    if (status := config.test_refuse_status) is not None:
-        log.warning("refused %s with %d (test switch test_refuse_status)", request.path, status)
-        return error_response(status, f"refused by the test switch test_refuse_status={status}")
-    if config.token is not None:
-        expected = f"Bearer {config.token.get_secret_value()}"
-        if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
-            log.warning("refused %s with 401: invalid or missing bearer token", request.path)
-            return error_response(401, "invalid or missing bearer token")
-    return None
 
 
 class HttpTts:
