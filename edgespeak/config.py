@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FilePath,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -32,10 +33,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from edgespeak.audio.formats import PLAYABLE_FORMATS
 from edgespeak.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgespeak/config.toml")
 AudioFormat = Literal["pcm", "wav", "opus"]
+Latency = Literal["low", "normal", "balanced"]
+OPUS_KBPS = (24, 32, 48, 64)  # the SDK's opus_bitrate values (protocols.md §1)
+MAX_REFERENCES_BYTES = 10 * 1024 * 1024  # every session's start frame carries them
 
 
 def sanitise_node_id(name: str) -> str:
@@ -158,10 +163,46 @@ class MqttConfig(_Section):
         return value.rstrip("/")
 
 
+class Prosody(_Section):
+    """Fish ``prosody``: ``speed`` multiplier 0.5-2.0, ``volume`` in dB -20..20
+    (shared/protocols.md §1)."""
+
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    volume: float = Field(0.0, ge=-20.0, le=20.0)
+
+
+class Reference(_Section):
+    """One instant-voice-cloning sample: the audio file at ``audio`` and its transcript
+    ``text``. The file is read when the configuration loads (:attr:`data`); a missing,
+    unreadable or empty file is a configuration error naming it."""
+
+    audio: Path
+    text: str = Field(min_length=1)
+    _data: bytes = PrivateAttr(b"")
+
+    @model_validator(mode="after")
+    def _read(self) -> Reference:
+        try:
+            data = self.audio.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read reference audio {self.audio}: {exc.strerror}") from None
+        if not data:
+            raise ValueError(f"reference audio {self.audio} is empty")
+        self._data = data
+        return self
+
+    @property
+    def data(self) -> bytes:
+        """The audio file's bytes as read at load (sent as-is: Fish takes wav, mp3, ...)."""
+        return self._data
+
+
 class TtsConfig(_Section):
     """The TTS provider: a Fish-live-protocol WebSocket endpoint.
 
     ``url`` None means the embedded default: edgespeak's own local server at ``[server]``.
+    The TTSRequest keys (``format`` … ``top_p``) are sent in every session's ``start``, with
+    the ranges of shared/protocols.md §1; ``mp3`` is refused because the daemon cannot play it.
     """
 
     url: str | None = None
@@ -171,9 +212,45 @@ class TtsConfig(_Section):
     format: AudioFormat = "pcm"
     sample_rate: int | None = Field(22050, ge=8000, le=48000)
     reference_id: str | None = None
+    references: tuple[Reference, ...] = ()
+    mp3_bitrate: Literal[64, 128, 192] = 128
+    opus_bitrate: int = -1000
+    latency: Latency = "balanced"
+    prosody: Prosody | None = None
+    chunk_length: int = Field(200, ge=100, le=300)
+    normalize: bool = True
+    temperature: float = Field(0.7, ge=0.0, le=1.0)
+    top_p: float = Field(0.7, ge=0.0, le=1.0)
     connect_timeout_s: float = Field(5.0, gt=0)
     first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _playable(cls, value: object) -> object:
+        if value == "mp3":
+            raise ValueError(
+                "mp3 cannot be played: the daemon has no mp3 decoder; use one of "
+                + ", ".join(PLAYABLE_FORMATS)
+            )
+        return value
+
+    @field_validator("opus_bitrate")
+    @classmethod
+    def _opus_bitrate(cls, value: int) -> int:
+        if value == -1000 or value in OPUS_KBPS or 24000 <= value <= 64000:
+            return value
+        raise ValueError("must be -1000 (auto), kbps 24, 32, 48 or 64, or bits/s 24000 to 64000")
+
+    @model_validator(mode="after")
+    def _small_references(self) -> TtsConfig:
+        total = sum(len(ref.data) for ref in self.references)
+        if total > MAX_REFERENCES_BYTES:
+            raise ValueError(
+                f"references hold {total} bytes of audio; at most {MAX_REFERENCES_BYTES} "
+                "(they travel in every session's start message)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_key(self) -> TtsConfig:
@@ -279,8 +356,17 @@ class FallbackConfig(_Section):
     voice: str = "en"
 
 
+SessionFault = Literal["none", "error_before_audio", "error_after_audio", "close_after_audio"]
+
+
 class ServerConfig(_Section):
-    """``edgespeak serve``: the local Fish-live-protocol server."""
+    """``edgespeak serve``: the local Fish-live-protocol server.
+
+    ``test_*`` keys are test switches, off by default, so clients can meet real refusals end
+    to end: ``test_refuse_status`` answers every handshake (and ``POST /v1/tts``) with that
+    HTTP status; ``test_session_fault`` makes every session end with ``finish`` reason
+    ``error`` before or after its first audio, or close the socket after its first audio.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
@@ -290,6 +376,8 @@ class ServerConfig(_Section):
     max_text_chars: int = Field(5000, ge=1)
     max_connections: int = Field(32, ge=1, le=10000)
     max_sessions: int = Field(8, ge=1, le=1000)
+    test_refuse_status: int | None = Field(None, ge=400, le=599)
+    test_session_fault: SessionFault = "none"
 
 
 class DaemonConfig(_Section):

@@ -5,6 +5,16 @@ alive with WebSocket pings. After a session's ``finish`` the socket is reused if
 it open; if the server closed it (the documented cloud behaviour) a new one is opened at once,
 so the next announcement does not wait for a handshake. There is no cancel event: abandoning a
 stream closes its socket, and a fresh one is pre-warmed.
+
+Failed handshakes (shared/protocols.md §1 "Handshake"), so that nothing hammers the provider:
+- 401 and 403 (the key) are final: the client never connects again (a new key means a new
+  configuration, i.e. a restart) and every stream raises the refusal at once, without a
+  handshake, so the caller falls back immediately.
+- 402 (out of credit), 429 (rate or concurrency limit) and other 4xx block streams for a
+  jittered, capped, growing backoff (:func:`~edgespeak.tts.backoff.backoff_s`; other 4xx at the
+  cap) while a background task retries; streams during the block raise the refusal at once.
+- Network errors, timeouts, 408 and 5xx are retried in the background with the same backoff,
+  and each stream still tries at once (a server that is back is used immediately).
 """
 
 from __future__ import annotations
@@ -12,31 +22,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_never,
-    wait_random_exponential,
-)
 
 from edgespeak.errors import TtsError, TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.tts import fish_protocol as fp
+from edgespeak.tts.backoff import backoff_s
 
 log = logging.getLogger(__name__)
 
 _CLOSED = object()  # reader → session: the socket is gone
 STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
+MAX_DETAIL_CHARS = 300  # of a finish error's extra keys, in the exception message
 _REFUSALS = {
-    401: "the API key was refused (401); fix [tts] api_key",
+    401: "the API key was refused (401); fix [tts] api_key and restart edgespeak",
     402: "the account is out of credit (402)",
+    403: "the API key may not use this service (403); fix [tts] api_key and restart edgespeak",
     429: "rate or concurrency limit reached (429)",
 }
+_FINAL = (401, 403)  # retrying cannot help: never connect again
+_GROWING = (402, 429)  # retry with the growing backoff; other 4xx at its cap
+
+
+def _handshake_error(status: int) -> TtsError:
+    """The typed error for an HTTP ``status`` answering the WebSocket upgrade."""
+    if status >= 500 or status == 408:
+        return TtsUnavailable(f"server error {status} on handshake")
+    return TtsRejected(_REFUSALS.get(status, f"handshake refused with {status}"), status)
 
 
 class _Connection:
@@ -72,15 +88,12 @@ class _Connection:
             await self.reader
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, TtsUnavailable) or (isinstance(exc, TtsRejected) and exc.status == 429)
-
-
 class FishLiveClient:
     """Streams text to ``url`` (``ws[s]://…/v1/tts/live``) and yields the audio bytes back.
 
     ``token``: bearer API key (never logged). ``model``: the ``model`` handshake header.
-    Timeouts are in seconds. Use as ``async with FishLiveClient(...) as client``.
+    Timeouts are in seconds; ``reconnect_first_s``/``reconnect_max_s`` bound the backoff
+    between failed connection attempts. Use as ``async with FishLiveClient(...) as client``.
     """
 
     def __init__(
@@ -93,6 +106,7 @@ class FishLiveClient:
         first_audio_timeout_s: float = 10.0,
         heartbeat_s: float = 20.0,
         reconnect_max_s: float = 30.0,
+        reconnect_first_s: float = 0.5,
     ) -> None:
         self.url = url
         self._token = token
@@ -101,6 +115,11 @@ class FishLiveClient:
         self._first_audio_timeout_s = first_audio_timeout_s
         self._heartbeat_s = heartbeat_s
         self._reconnect_max_s = reconnect_max_s
+        self._reconnect_first_s = min(reconnect_first_s, reconnect_max_s)
+        self._refusal: TtsRejected | None = None  # final (401, 403): never connect again
+        self._blocked: TtsRejected | None = None  # 402, 429, 4xx: no stream until _retry_at
+        self._retry_at = 0.0  # time.monotonic() seconds of the next background attempt
+        self._failures = 0  # connection attempts failed in a row
         self._http: aiohttp.ClientSession | None = None
         self._conn: _Connection | None = None
         self._warming: asyncio.Task[None] | None = None
@@ -147,6 +166,26 @@ class FishLiveClient:
         await self._down.wait()
         await self._up.wait()
 
+    @property
+    def connecting(self) -> bool:
+        """True while a background connection attempt, or the backoff before it, is under way
+        (False once warm, or after a final refusal: nothing will try again)."""
+        return self._warming is not None and not self._warming.done()
+
+    @property
+    def refusal(self) -> TtsRejected | None:
+        """The final refusal (401, 403) that stopped every connection attempt, or None."""
+        return self._refusal
+
+    def _check_refused(self) -> None:
+        """Raise the refusal standing now: a final one, or a 402/429/4xx within its backoff."""
+        if self._refusal is not None:
+            raise TtsRejected(str(self._refusal), self._refusal.status)
+        if self._blocked is not None and (left := self._retry_at - time.monotonic()) > 0:
+            raise TtsRejected(
+                f"{self._blocked}; next attempt in {left:.1f} s", self._blocked.status
+            )
+
     def _mark(self, up: bool) -> None:
         was = self.reachable
         (self._up if up else self._down).set()
@@ -155,42 +194,55 @@ class FishLiveClient:
             log.info("TTS provider %s reachable again", self.url)
 
     def prewarm(self) -> None:
-        """Open a connection in the background (retrying with jittered capped backoff)."""
-        if not self._closing and (self._warming is None or self._warming.done()):
+        """Open a connection in the background (after the backoff of the last failure)."""
+        if (
+            not self._closing
+            and self._refusal is None
+            and (self._warming is None or self._warming.done())
+        ):
             self._warming = asyncio.create_task(self._keep_warm())
 
     async def _keep_warm(self) -> None:
-        """Connect unless warm or a session is running; retry unreachable/429 with backoff.
-
-        Logs the first failure at WARNING and repeats at DEBUG; gives up (logged at ERROR) on
-        a refusal that retrying cannot fix (401, 402, other 4xx). Never raises.
-        """
-        attempt = 0
-        try:
-            async for retry in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                wait=wait_random_exponential(multiplier=0.5, max=self._reconnect_max_s),
-                stop=stop_never,
-                reraise=True,
-                before_sleep=self._log_retry,
-            ):
-                with retry:
-                    attempt += 1
-                    async with self._lock:
-                        # A running session has its own connection; parking a second one
-                        # now could leak it. The session pre-warms again when it ends.
-                        if not self.warm and self._sessions == 0:
-                            self._conn = await self._connect()
-        except TtsError as exc:
-            log.error("not retrying the TTS connection: %s", exc)
+        """Connect unless warm, finally refused, or a session is running; after each failure
+        wait for the backoff :meth:`_failed` set, then try again. Never raises."""
+        while self._refusal is None:
+            if (wait := self._retry_at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            try:
+                async with self._lock:
+                    # A running session has its own connection; parking a second one
+                    # now could leak it. The session pre-warms again when it ends.
+                    if self._refusal is None and not self.warm and self._sessions == 0:
+                        self._conn = await self._connect()
+            except TtsError:
+                continue  # noted by _failed: final, or _retry_at moved on
             return
-        if attempt > 1:
-            log.info("TTS provider connection warm again after %d attempts", attempt)
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
-        log.log(level, "TTS provider not reachable (attempt %d): %s", state.attempt_number, exc)
+    def _failed(self, exc: TtsError) -> TtsError:
+        """Note a failed connection attempt (returns ``exc``): a final refusal stops every
+        attempt; anything else schedules the next background one after :func:`backoff_s`
+        (402/429 growing, other 4xx at the cap) and, for refusals, blocks streams until then.
+        Logs the first failure in a row at WARNING (ERROR for refusals), repeats at DEBUG."""
+        self._mark(up=False)
+        status = exc.status if isinstance(exc, TtsRejected) else None
+        if status in _FINAL:
+            assert isinstance(exc, TtsRejected)
+            if self._refusal is None:
+                log.error("TTS provider refused the connection, not connecting again: %s", exc)
+            self._refusal = exc
+            return exc
+        self._failures += 1
+        cap = self._reconnect_max_s
+        failures = self._failures if status is None or status in _GROWING else 64
+        delay = backoff_s(failures, first_s=self._reconnect_first_s, max_s=cap)
+        self._retry_at = time.monotonic() + delay
+        self._blocked = exc if isinstance(exc, TtsRejected) else None
+        level = logging.DEBUG
+        if self._failures == 1:
+            level = logging.WARNING if status is None or status == 429 else logging.ERROR
+        log.log(level, "TTS provider: %s (attempt %d; next in %.1f s)", exc, self._failures, delay)
+        self.prewarm()
+        return exc
 
     async def _connect(self) -> _Connection:
         assert self._http is not None, "use FishLiveClient as an async context manager"
@@ -206,16 +258,11 @@ class FishLiveClient:
                     max_msg_size=16 * 1024 * 1024,
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            if exc.status in _REFUSALS:
-                raise TtsRejected(_REFUSALS[exc.status], exc.status) from None
-            self._mark(up=False)
-            if exc.status >= 500:
-                raise TtsUnavailable(f"server error {exc.status} on handshake") from None
-            raise TtsRejected(f"handshake refused with {exc.status}", exc.status) from None
+            raise self._failed(_handshake_error(exc.status)) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._mark(up=False)
             reason = str(exc) or type(exc).__name__
-            raise TtsUnavailable(f"cannot connect to {self.url}: {reason}") from None
+            raise self._failed(TtsUnavailable(f"cannot connect to {self.url}: {reason}")) from None
+        self._failures, self._blocked, self._retry_at = 0, None, 0.0
         self._mark(up=True)
         return _Connection(ws, self._closed_while_idle)
 
@@ -227,6 +274,7 @@ class FishLiveClient:
     async def _take(self) -> _Connection:
         """The warm connection (waiting for a handshake under way), or a fresh one now."""
         async with self._lock:
+            self._check_refused()
             conn, self._conn = self._conn, None
             if conn is not None and conn.alive:
                 return conn
@@ -239,8 +287,9 @@ class FishLiveClient:
 
         Sends ``start``, the first sentence, ``flush``, the rest, ``stop``; ends at ``finish``.
         Raises TtsUnavailable (unreachable, no first audio in time, dropped mid-stream),
-        TtsRejected (401/402/429 handshake), TtsProtocolError (``finish`` with ``error``,
-        undecodable frames). If the consumer stops early the socket is closed (no cancel event
+        TtsRejected (a refused handshake, now or standing: see the module docstring),
+        TtsProtocolError (``finish`` with ``error``, its detail in the message; undecodable
+        frames). If the consumer stops early the socket is closed (no cancel event
         exists) and a new one is pre-warmed.
         """
         first, rest = fp.split_first_sentence(text)
@@ -311,8 +360,8 @@ class FishLiveClient:
             elif msg.event == "finish":
                 if msg.body.get("reason") == "stop":
                     return
-                extra = {k: v for k, v in msg.body.items() if k not in ("event", "reason")}
-                detail = extra.pop("message", None) or extra or "no detail given"
+                detail = _error_detail(msg.body)
+                log.warning("provider ended the session with an error: %s", detail)
                 raise TtsProtocolError(f"provider ended the session with an error: {detail}")
             elif msg.event == "log":
                 log.debug("provider log: %s", msg.body.get("message"))
@@ -322,3 +371,16 @@ class FishLiveClient:
 
 class _StaleConnection(Exception):
     """The socket closed before any audio: safe to retry the session on a fresh connection."""
+
+
+def _error_detail(body: dict[str, Any]) -> str:
+    """Whatever a ``finish`` with reason ``error`` carried besides ``event`` and ``reason``
+    (Fish documents none): its ``message`` first, then the other keys, shortened."""
+    extra = {k: v for k, v in body.items() if k not in ("event", "reason")}
+    message = extra.pop("message", None)
+    parts = [str(message)] if message not in (None, "") else []
+    parts += [f"{k}={v!r}" for k, v in sorted(extra.items(), key=lambda kv: str(kv[0]))]
+    detail = "; ".join(parts) or "no detail given"
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+    return detail
