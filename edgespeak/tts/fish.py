@@ -17,26 +17,14 @@ from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_never,
-    wait_random_exponential,
-)
 
-from edgespeak.errors import TtsError, TtsProtocolError, TtsRejected, TtsUnavailable
+from edgespeak.errors import TtsError, TtsProtocolError, TtsUnavailable
 from edgespeak.tts import fish_protocol as fp
+from edgespeak.tts.connect import STALL_TIMEOUT_S, Reachability, open_websocket, retrying
 
 log = logging.getLogger(__name__)
 
 _CLOSED = object()  # reader → session: the socket is gone
-STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
-_REFUSALS = {
-    401: "the API key was refused (401); fix [tts] api_key",
-    402: "the account is out of credit (402)",
-    429: "rate or concurrency limit reached (429)",
-}
 
 
 class _Connection:
@@ -72,10 +60,6 @@ class _Connection:
             await self.reader
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, TtsUnavailable) or (isinstance(exc, TtsRejected) and exc.status == 429)
-
-
 class FishLiveClient:
     """Streams text to ``url`` (``ws[s]://…/v1/tts/live``) and yields the audio bytes back.
 
@@ -107,8 +91,7 @@ class FishLiveClient:
         self._lock = asyncio.Lock()
         self._closing = False
         self._sessions = 0  # sessions running now
-        self._up = asyncio.Event()  # the last connection attempt succeeded
-        self._down = asyncio.Event()  # the last connection attempt failed
+        self._reach = Reachability(url)
 
     async def __aenter__(self) -> FishLiveClient:
         self._http = aiohttp.ClientSession()
@@ -134,25 +117,15 @@ class FishLiveClient:
     @property
     def reachable(self) -> bool | None:
         """Whether the last connection attempt succeeded; None before the first one."""
-        if self._up.is_set():
-            return True
-        return False if self._down.is_set() else None
+        return self._reach.reachable
 
     async def wait_up(self) -> None:
         """Return once a connection attempt has succeeded (at once if the last one did)."""
-        await self._up.wait()
+        await self._reach.wait_up()
 
     async def wait_back_up(self) -> None:
         """Return once a connection succeeds after one failed (an outage ended)."""
-        await self._down.wait()
-        await self._up.wait()
-
-    def _mark(self, up: bool) -> None:
-        was = self.reachable
-        (self._up if up else self._down).set()
-        (self._down if up else self._up).clear()
-        if was is False and up:
-            log.info("TTS provider %s reachable again", self.url)
+        await self._reach.wait_back_up()
 
     def prewarm(self) -> None:
         """Open a connection in the background (retrying with jittered capped backoff)."""
@@ -167,13 +140,7 @@ class FishLiveClient:
         """
         attempt = 0
         try:
-            async for retry in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                wait=wait_random_exponential(multiplier=0.5, max=self._reconnect_max_s),
-                stop=stop_never,
-                reraise=True,
-                before_sleep=self._log_retry,
-            ):
+            async for retry in retrying(self._reconnect_max_s):
                 with retry:
                     attempt += 1
                     async with self._lock:
@@ -187,36 +154,19 @@ class FishLiveClient:
         if attempt > 1:
             log.info("TTS provider connection warm again after %d attempts", attempt)
 
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
-        log.log(level, "TTS provider not reachable (attempt %d): %s", state.attempt_number, exc)
-
     async def _connect(self) -> _Connection:
         assert self._http is not None, "use FishLiveClient as an async context manager"
         headers = {"model": self._model}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                ws = await self._http.ws_connect(
-                    self.url,
-                    headers=headers,
-                    heartbeat=self._heartbeat_s,
-                    max_msg_size=16 * 1024 * 1024,
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status in _REFUSALS:
-                raise TtsRejected(_REFUSALS[exc.status], exc.status) from None
-            self._mark(up=False)
-            if exc.status >= 500:
-                raise TtsUnavailable(f"server error {exc.status} on handshake") from None
-            raise TtsRejected(f"handshake refused with {exc.status}", exc.status) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._mark(up=False)
-            reason = str(exc) or type(exc).__name__
-            raise TtsUnavailable(f"cannot connect to {self.url}: {reason}") from None
-        self._mark(up=True)
+        ws = await open_websocket(
+            self._http,
+            self.url,
+            headers=headers,
+            timeout_s=self._connect_timeout_s,
+            heartbeat_s=self._heartbeat_s,
+            reach=self._reach,
+        )
         return _Connection(ws, self._closed_while_idle)
 
     def _closed_while_idle(self, conn: _Connection) -> None:
