@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from edgespeak.errors import ConfigError
+from edgespeak.tts import cartesia_protocol
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgespeak/config.toml")
 AudioFormat = Literal["pcm", "wav", "opus"]
@@ -150,11 +151,16 @@ class MqttConfig(_Section):
 
 
 class TtsConfig(_Section):
-    """The TTS provider: a Fish-live-protocol WebSocket endpoint.
+    """The TTS provider: a Fish-live-protocol or Cartesia WebSocket endpoint (``provider``).
 
     ``url`` None means the embedded default: edgespeak's own local server at ``[server]``.
+    Cartesia (shared/protocols.md §2): ``model`` is the ``model_id`` (default
+    ``cartesia_protocol.DEFAULT_MODEL`` when unset), ``reference_id`` the voice id, the audio
+    raw ``pcm_s16le`` (``format`` must be ``pcm``, ``sample_rate`` one Cartesia offers);
+    ``max_buffer_delay_ms`` (ms) and ``language`` go into every request.
     """
 
+    provider: Literal["fish", "cartesia"] = "fish"
     url: str | None = None
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
@@ -165,6 +171,27 @@ class TtsConfig(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
+    cartesia_version: str = cartesia_protocol.API_VERSION
+    max_buffer_delay_ms: int = Field(0, ge=0, le=cartesia_protocol.MAX_BUFFER_DELAY_MS)
+    language: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_model(cls, data: object) -> object:
+        """``model`` unset with provider cartesia: Cartesia's default model, not Fish's."""
+        if isinstance(data, dict) and data.get("provider") == "cartesia" and "model" not in data:
+            return data | {"model": cartesia_protocol.DEFAULT_MODEL}
+        return data
+
+    @model_validator(mode="after")
+    def _cartesia_audio(self) -> TtsConfig:
+        if self.provider == "cartesia":
+            if self.format != "pcm":
+                raise ValueError('provider "cartesia" streams raw pcm_s16le: set format = "pcm"')
+            if self.sample_rate not in cartesia_protocol.SAMPLE_RATES:
+                rates = ", ".join(map(str, cartesia_protocol.SAMPLE_RATES))
+                raise ValueError(f'provider "cartesia" needs sample_rate one of {rates}')
+        return self
 
     @model_validator(mode="after")
     def _one_key(self) -> TtsConfig:
@@ -271,7 +298,11 @@ class FallbackConfig(_Section):
 
 
 class ServerConfig(_Section):
-    """``edgespeak serve``: the local Fish-live-protocol server."""
+    """``edgespeak serve``: the local server, Fish live protocol and Cartesia's WebSocket.
+
+    ``cartesia_idle_close_s``: a Cartesia socket without a context under way this many
+    seconds is closed, as Cartesia's cloud does after 5 minutes.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
@@ -279,6 +310,7 @@ class ServerConfig(_Section):
     voice: str = "en"
     close_after_finish: bool = False
     max_text_chars: int = Field(5000, ge=1)
+    cartesia_idle_close_s: float = Field(300.0, gt=0)
 
 
 class DaemonConfig(_Section):
@@ -338,13 +370,24 @@ class Settings(BaseSettings):
             raise ValueError(f"must match [a-z0-9_-]+ (try {sanitise_node_id(value)!r})")
         return value
 
+    @model_validator(mode="after")
+    def _cartesia_voice(self) -> Settings:
+        if self.tts.provider == "cartesia" and self.tts.url and not self.tts.reference_id:
+            raise ValueError(
+                'tts.reference_id: provider "cartesia" needs a default voice (a Cartesia voice id)'
+            )
+        return self
+
     @property
     def tts_url(self) -> str:
-        """The provider WebSocket URL; the local server's when ``[tts] url`` is unset."""
+        """The provider WebSocket URL; the local server's (``/v1/tts/live``, or
+        ``/tts/websocket`` for provider cartesia) when ``[tts] url`` is unset."""
         if self.tts.url:
             return self.tts.url
         host = "127.0.0.1" if self.server.host in ("0.0.0.0", "") else self.server.host
-        return f"ws://{host}:{self.server.port}/v1/tts/live"
+        cartesia = self.tts.provider == "cartesia"
+        path = cartesia_protocol.WEBSOCKET_PATH if cartesia else "/v1/tts/live"
+        return f"ws://{host}:{self.server.port}{path}"
 
     @property
     def tts_token(self) -> SecretStr | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -60,3 +61,15 @@ def snr_db(reference: bytes, test: bytes) -> float:
     out = np.frombuffer(test, dtype="<i2").astype(np.float64)
     noise = np.sum((ref - out) ** 2)
     return float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-9)))
+
+
+def espeak_pcm(text: str, voice: str = "en") -> bytes:
+    """What espeak-ng itself produces for ``text``: s16le mono PCM at 22050 Hz."""
+    out = subprocess.run(
+        ["espeak-ng", "--stdout", "-b", "1", "-v", voice],
+        input=text.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert out[:4] == b"RIFF" and out[36:40] == b"data"
+    return out[44:]

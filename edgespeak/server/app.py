@@ -21,7 +21,9 @@ from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
+from edgespeak.server.cartesia import CartesiaHandler
 from edgespeak.server.output import OutputStream, UnsupportedRequest
+from edgespeak.tts import cartesia_protocol as cp
 from edgespeak.tts import fish_protocol as fp
 
 log = logging.getLogger(__name__)
@@ -169,10 +171,12 @@ class LiveHandler:
 
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
-    """The aiohttp application serving ``/v1/tts/live``."""
-    handler = LiveHandler(config, engine or EspeakEngine(voice=config.voice))
+    """The aiohttp application serving ``/v1/tts/live`` and Cartesia's ``/tts/websocket``."""
+    engine = engine or EspeakEngine(voice=config.voice)
+    handler = LiveHandler(config, engine)
     app = web.Application()
     app.router.add_get(fp.LIVE_PATH, handler.handle)
+    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engine).handle)
     return app
 
 
