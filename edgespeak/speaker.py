@@ -42,7 +42,6 @@ from edgespeak.tts import fish_protocol as fp
 log = logging.getLogger(__name__)
 Publish = Callable[[Event], None]
 PCM = AsyncGenerator[bytes, None]
-PROVIDER = "fish"
 
 
 @dataclass
@@ -59,7 +58,7 @@ def phrase_key(settings: Settings, endpoint: str, text: str, voice: str | None) 
     """The cache key of ``text`` spoken by the configured provider in ``voice``."""
     tts = settings.tts
     return cache_key(
-        provider=PROVIDER,
+        provider=tts.provider,
         endpoint=endpoint,
         model=tts.model,
         voice=voice or tts.reference_id,

@@ -126,4 +126,4 @@ def retrying(reconnect_max_s: float) -> AsyncRetrying:
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
     level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
-    log.log(level, "TTS provider not reachable (attempt %d): %s", state.attempt_number, exc)
+    log.log(level, "TTS connection attempt %d failed: %s", state.attempt_number, exc)
