@@ -243,6 +243,7 @@ class CartesiaClient:
                 reach=self._reach,
             )
             self._socket = _Socket(ws, self._closed)
+            log.debug("provider socket open to %s", self.url)
             return self._socket
 
     def _closed(self, sock: _Socket) -> None:
