@@ -191,6 +191,10 @@ class TtsConfig(_Section):
             if self.sample_rate not in cartesia_protocol.SAMPLE_RATES:
                 rates = ", ".join(map(str, cartesia_protocol.SAMPLE_RATES))
                 raise ValueError(f'provider "cartesia" needs sample_rate one of {rates}')
+            if self.url is not None and not self.reference_id:
+                raise ValueError(
+                    'provider "cartesia" needs reference_id: a default voice (Cartesia voice id)'
+                )
         return self
 
     @model_validator(mode="after")
@@ -369,14 +373,6 @@ class Settings(BaseSettings):
         if value != sanitise_node_id(value):
             raise ValueError(f"must match [a-z0-9_-]+ (try {sanitise_node_id(value)!r})")
         return value
-
-    @model_validator(mode="after")
-    def _cartesia_voice(self) -> Settings:
-        if self.tts.provider == "cartesia" and self.tts.url and not self.tts.reference_id:
-            raise ValueError(
-                'tts.reference_id: provider "cartesia" needs a default voice (a Cartesia voice id)'
-            )
-        return self
 
     @property
     def tts_url(self) -> str:

@@ -45,7 +45,7 @@ def test_cartesia_defaults_url_model_and_cache_key(tmp_path: Path) -> None:
         ('provider = "cartesia"\nsample_rate = 11025', "sample_rate one of 8000, 16000"),
         ('provider = "cartesia"\nmax_buffer_delay_ms = 6000', "max_buffer_delay_ms"),
         ('provider = "cartesia"\nurl = "wss://api.cartesia.ai/tts/websocket"',
-         "needs a default voice"),
+         "needs reference_id"),
     ],
 )  # fmt: skip
 def test_cartesia_settings_it_cannot_use_are_refused(
