@@ -223,7 +223,8 @@ class CartesiaClient:
         if lived < STABLE_S:
             raise TtsUnavailable(f"the provider closed the connection (code {code}) after "
                                  f"{lived:.1f} s")  # fmt: skip
-        log.info("the provider closed the connection (code %s) after %.0f s", code, lived)
+        level = logging.DEBUG if code == 1000 else logging.INFO  # 1000: the idle close
+        log.log(level, "the provider closed the connection (code %s) after %.0f s", code, lived)
 
     async def _open_socket(self) -> _Socket:
         """The open socket (waiting for a handshake under way), or a new one now."""
