@@ -35,6 +35,7 @@ from pydantic_settings import (
 
 from edgespeak.audio.formats import PLAYABLE_FORMATS
 from edgespeak.errors import ConfigError
+from edgespeak.tts import cartesia_protocol
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgespeak/config.toml")
 AudioFormat = Literal["pcm", "wav", "opus"]
@@ -198,13 +199,18 @@ class Reference(_Section):
 
 
 class TtsConfig(_Section):
-    """The TTS provider: a Fish-live-protocol WebSocket endpoint.
+    """The TTS provider: a Fish-live-protocol or Cartesia WebSocket endpoint (``provider``).
 
     ``url`` None means the embedded default: edgespeak's own local server at ``[server]``.
     The TTSRequest keys (``format`` … ``top_p``) are sent in every session's ``start``, with
     the ranges of shared/protocols.md §1; ``mp3`` is refused because the daemon cannot play it.
+    Cartesia (shared/protocols.md §2): ``model`` is the ``model_id`` (default
+    ``cartesia_protocol.DEFAULT_MODEL`` when unset), ``reference_id`` the voice id, the audio
+    raw ``pcm_s16le`` (``format`` must be ``pcm``, ``sample_rate`` one Cartesia offers);
+    ``max_buffer_delay_ms`` (ms) and ``language`` go into every request.
     """
 
+    provider: Literal["fish", "cartesia"] = "fish"
     url: str | None = None
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
@@ -224,6 +230,31 @@ class TtsConfig(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
+    cartesia_version: str = cartesia_protocol.API_VERSION
+    max_buffer_delay_ms: int = Field(0, ge=0, le=cartesia_protocol.MAX_BUFFER_DELAY_MS)
+    language: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_model(cls, data: object) -> object:
+        """``model`` unset with provider cartesia: Cartesia's default model, not Fish's."""
+        if isinstance(data, dict) and data.get("provider") == "cartesia" and "model" not in data:
+            return data | {"model": cartesia_protocol.DEFAULT_MODEL}
+        return data
+
+    @model_validator(mode="after")
+    def _cartesia_audio(self) -> TtsConfig:
+        if self.provider == "cartesia":
+            if self.format != "pcm":
+                raise ValueError('provider "cartesia" streams raw pcm_s16le: set format = "pcm"')
+            if self.sample_rate not in cartesia_protocol.SAMPLE_RATES:
+                rates = ", ".join(map(str, cartesia_protocol.SAMPLE_RATES))
+                raise ValueError(f'provider "cartesia" needs sample_rate one of {rates}')
+            if self.url is not None and not self.reference_id:
+                raise ValueError(
+                    'provider "cartesia" needs reference_id: a default voice (Cartesia voice id)'
+                )
+        return self
 
     @field_validator("format", mode="before")
     @classmethod
@@ -360,12 +391,14 @@ SessionFault = Literal["none", "error_before_audio", "error_after_audio", "close
 
 
 class ServerConfig(_Section):
-    """``edgespeak serve``: the local Fish-live-protocol server.
+    """``edgespeak serve``: the local server, Fish live protocol and Cartesia's WebSocket.
 
     ``test_*`` keys are test switches, off by default, so clients can meet real refusals end
     to end: ``test_refuse_status`` answers every handshake (and ``POST /v1/tts``) with that
     HTTP status; ``test_session_fault`` makes every session end with ``finish`` reason
     ``error`` before or after its first audio, or close the socket after its first audio.
+    ``cartesia_idle_close_s``: a Cartesia socket without a context under way this many
+    seconds is closed, as Cartesia's cloud does after 5 minutes.
     """
 
     host: str = "127.0.0.1"
@@ -378,6 +411,7 @@ class ServerConfig(_Section):
     max_sessions: int = Field(8, ge=1, le=1000)
     test_refuse_status: int | None = Field(None, ge=400, le=599)
     test_session_fault: SessionFault = "none"
+    cartesia_idle_close_s: float = Field(300.0, gt=0)
 
 
 class DaemonConfig(_Section):
@@ -462,11 +496,14 @@ class Settings(BaseSettings):
 
     @property
     def tts_url(self) -> str:
-        """The provider WebSocket URL; the local server's when ``[tts] url`` is unset."""
+        """The provider WebSocket URL; the local server's (``/v1/tts/live``, or
+        ``/tts/websocket`` for provider cartesia) when ``[tts] url`` is unset."""
         if self.tts.url:
             return self.tts.url
         host = "127.0.0.1" if self.server.host in ("0.0.0.0", "") else self.server.host
-        return f"ws://{host}:{self.server.port}/v1/tts/live"
+        cartesia = self.tts.provider == "cartesia"
+        path = cartesia_protocol.WEBSOCKET_PATH if cartesia else "/v1/tts/live"
+        return f"ws://{host}:{self.server.port}{path}"
 
     @property
     def tts_token(self) -> SecretStr | None:

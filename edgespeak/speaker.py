@@ -43,7 +43,6 @@ from edgespeak.tts.fish_request import Overrides, audio_identity, tts_request
 log = logging.getLogger(__name__)
 Publish = Callable[[Event], None]
 PCM = AsyncGenerator[bytes, None]
-PROVIDER = "fish"
 
 
 @dataclass
@@ -71,7 +70,7 @@ def phrase_key(
     request = request if request is not None else provider_request(settings, voice)
     prosody, options = audio_identity(request)
     return cache_key(
-        provider=PROVIDER,
+        provider=settings.tts.provider,
         endpoint=endpoint,
         model=settings.tts.model,
         voice=request.get("reference_id"),

@@ -26,7 +26,7 @@ from edgespeak.config import Phrase, Settings
 from edgespeak.errors import EdgespeakError, TtsUnavailable
 from edgespeak.speaker import phrase_key, provider_request
 from edgespeak.synthesis import Synthesizer
-from edgespeak.tts.fish import FishLiveClient
+from edgespeak.tts.provider import TtsClient
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class PhraseWarmer:
             return WarmResult(phrase, "failed", exc)
         return WarmResult(phrase, "stored" if self._cache.has(key) else "failed")
 
-    async def run(self, tts: FishLiveClient) -> None:
+    async def run(self, tts: TtsClient) -> None:
         """Daemon task: pin, warm until every phrase is stored, then again after each outage.
 
         Phrases the provider refuses (unknown voice, 401…) are logged and left until the next

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -102,3 +103,15 @@ class CountingServer:
         """Return once ``predicate()`` holds; TimeoutError after ``timeout_s`` seconds."""
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(predicate)
+
+
+def espeak_pcm(text: str, voice: str = "en") -> bytes:
+    """What espeak-ng itself produces for ``text``: s16le mono PCM at 22050 Hz."""
+    out = subprocess.run(
+        ["espeak-ng", "--stdout", "-b", "1", "-v", voice],
+        input=text.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert out[:4] == b"RIFF" and out[36:40] == b"data"
+    return out[44:]

@@ -23,11 +23,13 @@ from edgespeak.engines.espeak import EngineError, EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
 from edgespeak.server.capacity import Capacity
+from edgespeak.server.cartesia import CartesiaHandler
 from edgespeak.server.http_tts import add_http_tts
 from edgespeak.server.models import add_model_routes, espeak_voices
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.server.refusals import refusal_response
 from edgespeak.server.request import parse_request
+from edgespeak.tts import cartesia_protocol as cp
 from edgespeak.tts import fish_protocol as fp
 
 log = logging.getLogger(__name__)
@@ -241,7 +243,8 @@ class LiveHandler:
 
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
-    """The aiohttp application serving ``/v1/tts/live`` and the voice list ``/model``."""
+    """The aiohttp application serving ``/v1/tts/live``, Cartesia's ``/tts/websocket``,
+    ``POST /v1/tts`` and the voice list ``/model``."""
     engine = engine or EspeakEngine(voice=config.voice)
     capacity = Capacity(config.max_connections, config.max_sessions)
     handler = LiveHandler(config, engine, capacity)
@@ -250,6 +253,7 @@ def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.A
     app.router.add_get(fp.LIVE_PATH, handler.handle)
     add_model_routes(app, config, espeak_voices(engine.voice_list))  # GET /model[/{id}]
     add_http_tts(app, config, handler.engine)
+    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engine).handle)
     return app
 
 
