@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,7 +18,7 @@ from edgespeak.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.server.app import build_app
 from edgespeak.tts import cartesia_protocol as cp
 from edgespeak.tts.cartesia import CartesiaClient
-from tests.helpers import espeak_pcm
+from tests.helpers import CountingServer, espeak_pcm
 
 KEY = "sk_car_5e2a9d41c7"
 WS, Msg = web.WebSocketResponse, dict[str, Any]
@@ -178,6 +179,59 @@ async def test_429_on_the_handshake_is_retried_with_backoff_until_accepted() -> 
         assert c.warm and 4 in fake.accepted
         assert await collect(c) == [b"one", b"two"]
     assert len(fake.headers) == 4  # no connection beyond the accepted one
+
+
+async def test_a_refused_key_is_final_no_stream_connects_again() -> None:
+    server = CountingServer(token=SecretStr(KEY))
+    async with serving(server.app) as url, client(url, token=SecretStr("sk_car_wrong")) as c:
+        await server.wait(lambda: len(server.paths) == 1)  # the warm-up was refused
+        for _ in range(3):
+            with pytest.raises(TtsRejected, match=r"API key was refused \(401\)") as info:
+                await collect(c)
+            assert info.value.status == 401 and "sk_car_wrong" not in str(info.value)
+        assert c.refusal is not None and c.refusal.status == 401
+        assert not c.connecting and c.reachable is False and not c.warm
+        c.prewarm()  # asking again does not connect either
+        assert not c.connecting
+    assert server.paths == [cp.WEBSOCKET_PATH]  # one handshake in all
+
+
+async def test_out_of_credit_blocks_streams_without_handshakes_until_its_backoff_ends() -> None:
+    fake = Fake(refuse_all=402)
+    async with serving(fake) as url, client(url, reconnect_first_s=60, reconnect_max_s=60) as c:
+        await fake.wait(lambda: len(fake.headers) == 1)
+        for _ in range(3):
+            with pytest.raises(
+                TtsRejected, match=r"out of credit \(402\); next attempt in"
+            ) as info:
+                await collect(c)
+            assert info.value.status == 402
+        assert c.connecting and c.refusal is None  # it will try again, later
+    assert len(fake.headers) == 1
+
+
+async def test_sockets_dying_young_are_reopened_with_growing_delays() -> None:
+    opened: list[float] = []
+    changed = asyncio.Condition()
+
+    async def hang_up(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async with changed:
+            opened.append(asyncio.get_running_loop().time())
+            changed.notify_all()
+        await ws.close(code=1011, message=b"internal error")
+        return ws
+
+    app, first, cap = web.Application(), 0.05, 0.4
+    app.router.add_get(cp.WEBSOCKET_PATH, hang_up)
+    async with serving(app) as url, client(url, reconnect_first_s=first, reconnect_max_s=cap) as c:
+        async with asyncio.timeout(10), changed:
+            await changed.wait_for(lambda: len(opened) >= 6)
+        gaps = [b - a for a, b in itertools.pairwise(opened[:6])]
+        floors = [min(cap, first * 2**n) / 2 for n in range(5)]  # never a hot loop
+        assert all(gap >= 0.9 * floor for gap, floor in zip(gaps, floors, strict=True)), gaps
+        assert c.reachable is True and c.refusal is None  # each handshake got through
 
 
 async def test_an_error_frame_raises_its_detail_and_the_socket_serves_on() -> None:

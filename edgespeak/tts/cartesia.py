@@ -11,9 +11,11 @@ context and leaves the socket open for the others.
 The socket is opened on entering and kept: after the server closes it with a code worth
 reconnecting after (1001, 1005, 1006, 1011, 1012, 1013, 1015, or 1000: the idle close Cartesia
 does after 5 minutes) a new one is opened at once, and with jittered capped backoff when
-sockets keep dying young or the handshake fails (429 included). Another close code, or a
-refusal waiting cannot fix (401, 402), stops reconnecting in the background; the next
-announcement then tries again itself.
+sockets keep dying young. Another close code stops reconnecting in the background; the next
+announcement then connects itself. Failed handshakes follow the policy the Fish client shares
+(:class:`~edgespeak.tts.connect.Connector`): 401/403 are final and fail every stream at once;
+402/429/4xx block streams for a growing backoff while the background task retries; network
+errors and 5xx are retried in the background while each stream still tries at once.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from edgespeak.errors import TtsError, TtsProtocolError, TtsRejected, TtsUnavailable
+from edgespeak.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.tts import cartesia_protocol as cp
-from edgespeak.tts.connect import STALL_TIMEOUT_S, Reachability, open_websocket, retrying
+from edgespeak.tts.connect import STALL_TIMEOUT_S, ConnectedClient, Connector
 
 log = logging.getLogger(__name__)
 
 _CLOSED = object()  # reader → contexts: the socket is gone
-STABLE_S = 5.0  # a socket closed sooner than this after opening counts as a failed attempt
+STABLE_S = 5.0  # seconds: a socket closed sooner after opening counts as a failed attempt
 
 
 class _Context:
@@ -111,15 +113,16 @@ class _Socket:
             await self.reader
 
 
-class CartesiaClient:
+class CartesiaClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/tts/websocket``) and yields raw s16le mono PCM at
     ``sample_rate`` Hz back.
 
     ``token``: API key, sent as ``Authorization: Bearer`` (never logged); ``version``: the
     ``Cartesia-Version`` header. ``model``: ``model_id``; ``voice``: the default voice id (an
     announcement's ``reference_id`` overrides it); ``language`` (None: left out);
-    ``max_buffer_delay_ms``: sent explicitly, ms. Timeouts are in seconds. Use as
-    ``async with CartesiaClient(...) as client``.
+    ``max_buffer_delay_ms``: sent explicitly, ms. Timeouts are in seconds;
+    ``reconnect_first_s``/``reconnect_max_s`` bound the backoff between failed connection
+    attempts. Use as ``async with CartesiaClient(...) as client``.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class CartesiaClient:
         first_audio_timeout_s: float = 10.0,
         heartbeat_s: float = 20.0,
         reconnect_max_s: float = 30.0,
+        reconnect_first_s: float = 0.5,
     ) -> None:
         self.url = url
         self._token = token
@@ -146,103 +150,74 @@ class CartesiaClient:
         self._sample_rate = sample_rate
         self._version = version
         self._max_buffer_delay_ms = max_buffer_delay_ms
-        self._connect_timeout_s = connect_timeout_s
         self._first_audio_timeout_s = first_audio_timeout_s
-        self._heartbeat_s = heartbeat_s
-        self._reconnect_max_s = reconnect_max_s
-        self._http: aiohttp.ClientSession | None = None
+        self._connector = Connector(
+            url,
+            self._hold,
+            timeout_s=connect_timeout_s,
+            heartbeat_s=heartbeat_s,
+            first_s=reconnect_first_s,
+            max_s=reconnect_max_s,
+            log=log,
+        )
         self._socket: _Socket | None = None
-        self._keeper: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._closing = False
-        self._reach = Reachability(url)
-
-    async def __aenter__(self) -> CartesiaClient:
-        self._http = aiohttp.ClientSession()
-        self.prewarm()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing = True
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper  # _keep_open never raises anything else
-        if self._socket is not None:
-            await self._socket.close()
-        if self._http is not None:
-            await self._http.close()
 
     @property
     def warm(self) -> bool:
         """True while the socket is open."""
         return self._socket is not None and self._socket.alive
 
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the last connection attempt succeeded; None before the first one."""
-        return self._reach.reachable
+    async def _close_sockets(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
 
-    async def wait_up(self) -> None:
-        """Return once a connection attempt has succeeded (at once if the last one did)."""
-        await self._reach.wait_up()
+    async def _hold(self) -> bool:
+        """The background step: have a socket open and wait until it closes.
 
-    async def wait_back_up(self) -> None:
-        """Return once a connection succeeds after one failed (an outage ended)."""
-        await self._reach.wait_back_up()
-
-    def prewarm(self) -> None:
-        """Keep a socket open in the background (no-op while that is already under way)."""
-        if not self._closing and (self._keeper is None or self._keeper.done()):
-            self._keeper = asyncio.create_task(self._keep_open())
-
-    async def _keep_open(self) -> None:
-        """Open a socket, wait for it to close, open the next; retry with backoff. Stops
-        (logged at ERROR) on a refusal or close code that retrying cannot fix. Never raises."""
-        try:
-            while not self._closing:
-                async for attempt in retrying(self._reconnect_max_s):
-                    with attempt:
-                        await self._hold()
-        except TtsError as exc:
-            log.error("not reconnecting to the TTS provider in the background: %s", exc)
-
-    async def _hold(self) -> None:
-        """Have a socket open and wait until it closes.
-
-        Returns after a socket that lived :data:`STABLE_S` and closed with a code worth
-        reconnecting after. Raises TtsUnavailable when it died younger (so the next attempt
-        waits), TtsProtocolError for another close code, and the errors of the handshake.
+        True (run again) after a close worth reconnecting after: at once when the socket
+        lived :data:`STABLE_S`, else after the backoff of a failure noted with the
+        connector. False (logged at ERROR) after another close code. Raises the handshake's
+        TtsError (noted by the connector, which tries again or, at a final refusal, stops).
         """
         sock = await self._open_socket()
-        await sock.closed.wait()
+        loop = asyncio.get_running_loop()
+        try:
+            young_s = max(0.0, sock.opened_at + STABLE_S - loop.time())
+            await asyncio.wait_for(sock.closed.wait(), young_s)
+        except TimeoutError:
+            self._connector.settled()  # it lived: the next failure is a first one again
+            await sock.closed.wait()
         code = sock.close_code
         if code not in cp.RECONNECT_CLOSE_CODES:
-            raise TtsProtocolError(f"the provider closed the connection with code {code}")
-        lived = asyncio.get_running_loop().time() - sock.opened_at
+            log.error(
+                "not reconnecting to the TTS provider in the background: "
+                "the provider closed the connection with code %s",
+                code,
+            )
+            return False
+        lived = loop.time() - sock.opened_at
         if lived < STABLE_S:
-            raise TtsUnavailable(f"the provider closed the connection (code {code}) after "
-                                 f"{lived:.1f} s")  # fmt: skip
+            reason = f"the provider closed the connection (code {code}) after {lived:.1f} s"
+            self._connector.failed(TtsUnavailable(reason), reached=True)
+            return True
         level = logging.DEBUG if code == 1000 else logging.INFO  # 1000: the idle close
         log.log(level, "the provider closed the connection (code %s) after %.0f s", code, lived)
+        return True
 
     async def _open_socket(self) -> _Socket:
-        """The open socket (waiting for a handshake under way), or a new one now."""
-        assert self._http is not None, "use CartesiaClient as an async context manager"
+        """The open socket (waiting for a handshake under way), or a new one now. Raises
+        the standing refusal or the handshake's TtsError (see :class:`Connector`)."""
         async with self._lock:
             if self._socket is not None and self._socket.alive:
                 return self._socket
+            self._connector.check()
             headers = {"Cartesia-Version": self._version}
             if self._token is not None:
                 headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-            ws = await open_websocket(
-                self._http,
-                self.url,
-                headers=headers,
-                timeout_s=self._connect_timeout_s,
-                heartbeat_s=self._heartbeat_s,
-                reach=self._reach,
-            )
+            # The failure count settles once a socket lives STABLE_S (_hold), so sockets
+            # that keep dying young back off further each time.
+            ws = await self._connector.open(headers, settle=False)
             self._socket = _Socket(ws, self._closed)
             log.debug("provider socket open to %s", self.url)
             return self._socket
@@ -275,10 +250,11 @@ class CartesiaClient:
 
         ``request``: only its ``reference_id`` (the announcement's voice) is used; None
         means the client's ``voice``. Raises TtsUnavailable (unreachable, no first audio in
-        time, stalled, closed before ``done``), TtsRejected (401/402/429 handshake, no voice
-        configured), TtsProtocolError (an ``error`` frame, with its status and message; bad
-        base64). A socket that closes before any audio is retried once on a fresh one.
-        Stopping early sends ``cancel`` for the context; the socket stays open.
+        time, stalled, closed before ``done``), TtsRejected (a refused handshake, now or
+        standing: see :mod:`~edgespeak.tts.connect`; no voice configured), TtsProtocolError
+        (an ``error`` frame, with its status and message; bad base64). A socket that closes
+        before any audio is retried once on a fresh one. Stopping early sends ``cancel`` for
+        the context; the socket stays open.
         """
         voice = request.get("reference_id") or self._voice
         if not voice:

@@ -6,15 +6,10 @@ it open; if the server closed it (the documented cloud behaviour) a new one is o
 so the next announcement does not wait for a handshake. There is no cancel event: abandoning a
 stream closes its socket, and a fresh one is pre-warmed.
 
-Failed handshakes (shared/protocols.md §1 "Handshake"), so that nothing hammers the provider:
-- 401 and 403 (the key) are final: the client never connects again (a new key means a new
-  configuration, i.e. a restart) and every stream raises the refusal at once, without a
-  handshake, so the caller falls back immediately.
-- 402 (out of credit), 429 (rate or concurrency limit) and other 4xx block streams for a
-  jittered, capped, growing backoff (:func:`~edgespeak.tts.backoff.backoff_s`; other 4xx at the
-  cap) while a background task retries; streams during the block raise the refusal at once.
-- Network errors, timeouts, 408 and 5xx are retried in the background with the same backoff,
-  and each stream still tries at once (a server that is back is used immediately).
+Failed handshakes are handled by :class:`~edgespeak.tts.connect.Connector` (the policy both
+provider clients share, see there): 401/403 are final and fail every stream at once;
+402/429/4xx block streams for a growing backoff while a background task retries; network
+errors and 5xx are retried in the background while each stream still tries at once.
 """
 
 from __future__ import annotations
@@ -22,37 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
 
-from edgespeak.errors import TtsError, TtsProtocolError, TtsRejected, TtsUnavailable
+from edgespeak.errors import TtsProtocolError, TtsUnavailable
 from edgespeak.tts import fish_protocol as fp
-from edgespeak.tts.backoff import backoff_s
+from edgespeak.tts.connect import STALL_TIMEOUT_S, ConnectedClient, Connector
 
 log = logging.getLogger(__name__)
 
 _CLOSED = object()  # reader → session: the socket is gone
-STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
 MAX_DETAIL_CHARS = 300  # of a finish error's extra keys, in the exception message
-_REFUSALS = {
-    401: "the API key was refused (401); fix [tts] api_key and restart edgespeak",
-    402: "the account is out of credit (402)",
-    403: "the API key may not use this service (403); fix [tts] api_key and restart edgespeak",
-    429: "rate or concurrency limit reached (429)",
-}
-_FINAL = (401, 403)  # retrying cannot help: never connect again
-_GROWING = (402, 429)  # retry with the growing backoff; other 4xx at its cap
-
-
-def _handshake_error(status: int) -> TtsError:
-    """The typed error for an HTTP ``status`` answering the WebSocket upgrade."""
-    if status >= 500 or status == 408:
-        return TtsUnavailable(f"server error {status} on handshake")
-    return TtsRejected(_REFUSALS.get(status, f"handshake refused with {status}"), status)
 
 
 class _Connection:
@@ -88,7 +66,7 @@ class _Connection:
             await self.reader
 
 
-class FishLiveClient:
+class FishLiveClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/v1/tts/live``) and yields the audio bytes back.
 
     ``token``: bearer API key (never logged). ``model``: the ``model`` handshake header.
@@ -111,159 +89,44 @@ class FishLiveClient:
         self.url = url
         self._token = token
         self._model = model
-        self._connect_timeout_s = connect_timeout_s
         self._first_audio_timeout_s = first_audio_timeout_s
-        self._heartbeat_s = heartbeat_s
-        self._reconnect_max_s = reconnect_max_s
-        self._reconnect_first_s = min(reconnect_first_s, reconnect_max_s)
-        self._refusal: TtsRejected | None = None  # final (401, 403): never connect again
-        self._blocked: TtsRejected | None = None  # 402, 429, 4xx: no stream until _retry_at
-        self._retry_at = 0.0  # time.monotonic() seconds of the next background attempt
-        self._failures = 0  # connection attempts failed in a row
-        self._http: aiohttp.ClientSession | None = None
+        self._connector = Connector(
+            url,
+            self._warm_once,
+            timeout_s=connect_timeout_s,
+            heartbeat_s=heartbeat_s,
+            first_s=reconnect_first_s,
+            max_s=reconnect_max_s,
+            log=log,
+        )
         self._conn: _Connection | None = None
-        self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._closing = False
         self._sessions = 0  # sessions running now
-        self._up = asyncio.Event()  # the last connection attempt succeeded
-        self._down = asyncio.Event()  # the last connection attempt failed
-
-    async def __aenter__(self) -> FishLiveClient:
-        self._http = aiohttp.ClientSession()
-        self.prewarm()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing = True
-        if self._warming is not None:
-            self._warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warming  # _keep_warm never raises anything else
-        if self._conn is not None:
-            await self._conn.close()
-        if self._http is not None:
-            await self._http.close()
 
     @property
     def warm(self) -> bool:
         """True while an open connection is waiting for the next session."""
         return self._conn is not None and self._conn.alive
 
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the last connection attempt succeeded; None before the first one."""
-        if self._up.is_set():
-            return True
-        return False if self._down.is_set() else None
+    async def _close_sockets(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
-    async def wait_up(self) -> None:
-        """Return once a connection attempt has succeeded (at once if the last one did)."""
-        await self._up.wait()
-
-    async def wait_back_up(self) -> None:
-        """Return once a connection succeeds after one failed (an outage ended)."""
-        await self._down.wait()
-        await self._up.wait()
-
-    @property
-    def connecting(self) -> bool:
-        """True while a background connection attempt, or the backoff before it, is under way
-        (False once warm, or after a final refusal: nothing will try again)."""
-        return self._warming is not None and not self._warming.done()
-
-    @property
-    def refusal(self) -> TtsRejected | None:
-        """The final refusal (401, 403) that stopped every connection attempt, or None."""
-        return self._refusal
-
-    def _check_refused(self) -> None:
-        """Raise the refusal standing now: a final one, or a 402/429/4xx within its backoff."""
-        if self._refusal is not None:
-            raise TtsRejected(str(self._refusal), self._refusal.status)
-        if self._blocked is not None and (left := self._retry_at - time.monotonic()) > 0:
-            raise TtsRejected(
-                f"{self._blocked}; next attempt in {left:.1f} s", self._blocked.status
-            )
-
-    def _mark(self, up: bool) -> None:
-        was = self.reachable
-        (self._up if up else self._down).set()
-        (self._down if up else self._up).clear()
-        if was is False and up:
-            log.info("TTS provider %s reachable again", self.url)
-
-    def prewarm(self) -> None:
-        """Open a connection in the background (after the backoff of the last failure)."""
-        if (
-            not self._closing
-            and self._refusal is None
-            and (self._warming is None or self._warming.done())
-        ):
-            self._warming = asyncio.create_task(self._keep_warm())
-
-    async def _keep_warm(self) -> None:
-        """Connect unless warm, finally refused, or a session is running; after each failure
-        wait for the backoff :meth:`_failed` set, then try again. Never raises."""
-        while self._refusal is None:
-            if (wait := self._retry_at - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            try:
-                async with self._lock:
-                    # A running session has its own connection; parking a second one
-                    # now could leak it. The session pre-warms again when it ends.
-                    if self._refusal is None and not self.warm and self._sessions == 0:
-                        self._conn = await self._connect()
-            except TtsError:
-                continue  # noted by _failed: final, or _retry_at moved on
-            return
-
-    def _failed(self, exc: TtsError) -> TtsError:
-        """Note a failed connection attempt (returns ``exc``): a final refusal stops every
-        attempt; anything else schedules the next background one after :func:`backoff_s`
-        (402/429 growing, other 4xx at the cap) and, for refusals, blocks streams until then.
-        Logs the first failure in a row at WARNING (ERROR for refusals), repeats at DEBUG."""
-        self._mark(up=False)
-        status = exc.status if isinstance(exc, TtsRejected) else None
-        if status in _FINAL:
-            assert isinstance(exc, TtsRejected)
-            if self._refusal is None:
-                log.error("TTS provider refused the connection, not connecting again: %s", exc)
-            self._refusal = exc
-            return exc
-        self._failures += 1
-        cap = self._reconnect_max_s
-        failures = self._failures if status is None or status in _GROWING else 64
-        delay = backoff_s(failures, first_s=self._reconnect_first_s, max_s=cap)
-        self._retry_at = time.monotonic() + delay
-        self._blocked = exc if isinstance(exc, TtsRejected) else None
-        level = logging.DEBUG
-        if self._failures == 1:
-            level = logging.WARNING if status is None or status == 429 else logging.ERROR
-        log.log(level, "TTS provider: %s (attempt %d; next in %.1f s)", exc, self._failures, delay)
-        self.prewarm()
-        return exc
+    async def _warm_once(self) -> bool:
+        """The background step: connect unless warm, finally refused, or a session is running
+        (False: done; TtsError: failed, noted by the connector, which tries again)."""
+        async with self._lock:
+            # A running session has its own connection; parking a second one
+            # now could leak it. The session pre-warms again when it ends.
+            if self._connector.refusal is None and not self.warm and self._sessions == 0:
+                self._conn = await self._connect()
+        return False
 
     async def _connect(self) -> _Connection:
-        assert self._http is not None, "use FishLiveClient as an async context manager"
         headers = {"model": self._model}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                ws = await self._http.ws_connect(
-                    self.url,
-                    headers=headers,
-                    heartbeat=self._heartbeat_s,
-                    max_msg_size=16 * 1024 * 1024,
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            raise self._failed(_handshake_error(exc.status)) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise self._failed(TtsUnavailable(f"cannot connect to {self.url}: {reason}")) from None
-        self._failures, self._blocked, self._retry_at = 0, None, 0.0
-        self._mark(up=True)
+        ws = await self._connector.open(headers)
         return _Connection(ws, self._closed_while_idle)
 
     def _closed_while_idle(self, conn: _Connection) -> None:
@@ -274,7 +137,7 @@ class FishLiveClient:
     async def _take(self) -> _Connection:
         """The warm connection (waiting for a handshake under way), or a fresh one now."""
         async with self._lock:
-            self._check_refused()
+            self._connector.check()
             conn, self._conn = self._conn, None
             if conn is not None and conn.alive:
                 return conn
@@ -287,7 +150,7 @@ class FishLiveClient:
 
         Sends ``start``, the first sentence, ``flush``, the rest, ``stop``; ends at ``finish``.
         Raises TtsUnavailable (unreachable, no first audio in time, dropped mid-stream),
-        TtsRejected (a refused handshake, now or standing: see the module docstring),
+        TtsRejected (a refused handshake, now or standing: see :mod:`~edgespeak.tts.connect`),
         TtsProtocolError (``finish`` with ``error``, its detail in the message; undecodable
         frames). If the consumer stops early the socket is closed (no cancel event
         exists) and a new one is pre-warmed.

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, Self
 
+from edgespeak.errors import TtsRejected
+
 
 class TtsClient(Protocol):
     """A warm connection to one provider at :attr:`url`; use as an async context manager
@@ -27,6 +29,16 @@ class TtsClient(Protocol):
     @property
     def reachable(self) -> bool | None:
         """Whether the last connection attempt succeeded; None before the first one."""
+        ...
+
+    @property
+    def refusal(self) -> TtsRejected | None:
+        """The final refusal (401, 403) that stopped every connection attempt, or None."""
+        ...
+
+    @property
+    def connecting(self) -> bool:
+        """True while a background connection attempt, or the backoff before it, is under way."""
         ...
 
     async def __aenter__(self) -> Self: ...
