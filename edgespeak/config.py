@@ -394,9 +394,10 @@ class ServerConfig(_Section):
     """``edgespeak serve``: the local server, Fish live protocol and Cartesia's WebSocket.
 
     ``test_*`` keys are test switches, off by default, so clients can meet real refusals end
-    to end: ``test_refuse_status`` answers every handshake (and ``POST /v1/tts``) with that
-    HTTP status; ``test_session_fault`` makes every session end with ``finish`` reason
-    ``error`` before or after its first audio, or close the socket after its first audio.
+    to end: ``test_refuse_status`` answers every handshake (both protocols), ``POST /v1/tts``
+    and ``GET /model`` with that HTTP status; ``test_session_fault`` makes every session end
+    with ``finish`` reason ``error`` before or after its first audio, or close the socket after
+    its first audio.
     ``cartesia_idle_close_s``: a Cartesia socket without a context under way this many
     seconds is closed, as Cartesia's cloud does after 5 minutes.
     """

@@ -17,17 +17,18 @@ a Cartesia voice id (a UUID) speaks in ``[server] voice``, so the SDK examples r
 ``model_id``, ``language``, ``max_buffer_delay_ms`` and the timestamp options are accepted and
 ignored (nothing is synthesised before ``flush`` or ``continue: false``); ``pcm_mulaw`` and
 ``pcm_alaw`` are refused. Auth: the ``[server] token`` as ``Authorization: Bearer``,
-``X-API-Key`` or the ``api_key`` query parameter; ``Cartesia-Version`` (or
-``cartesia_version``) is accepted, not required. A socket that neither received an input nor
-generated audio for ``[server] cartesia_idle_close_s`` seconds is closed (code 1000, reason
-"idle timeout"), as Cartesia does after 5 minutes; pings do not count as activity.
+``X-API-Key`` or the ``api_key`` query parameter (checked, with ``[server]
+test_refuse_status``, by :func:`~edgespeak.server.refusals.refusal_response`);
+``Cartesia-Version`` (or ``cartesia_version``) is accepted, not required. A socket that
+neither received an input nor generated audio for ``[server] cartesia_idle_close_s`` seconds
+is closed (code 1000, reason "idle timeout"), as Cartesia does after 5 minutes; pings do not
+count as activity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.server.output import OutputStream
+from edgespeak.server.refusals import refusal_response
 from edgespeak.tts import cartesia_protocol as cp
 
 log = logging.getLogger(__name__)
@@ -117,22 +119,11 @@ class CartesiaHandler:
         self._config = config
         self._engine = engine
 
-    def _authorised(self, request: web.Request) -> bool:
-        if self._config.token is None:
-            return True
-        token = self._config.token.get_secret_value()
-        bearer = request.headers.get("Authorization", "")
-        offered = [
-            bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else "",
-            request.headers.get("X-API-Key", ""),
-            request.query.get("api_key", ""),
-        ]
-        return any(hmac.compare_digest(o.encode(), token.encode()) for o in offered if o)
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Upgrade to a WebSocket (401 without the right key) and serve its contexts."""
-        if not self._authorised(request):
-            raise web.HTTPUnauthorized(text="invalid or missing API key")
+        """Upgrade to a WebSocket (401 without the right key in any of Cartesia's forms,
+        ``test_refuse_status`` when set) and serve its contexts."""
+        if (refused := refusal_response(self._config, request, cartesia=True)) is not None:
+            return refused
         version = request.headers.get("Cartesia-Version") or request.query.get("cartesia_version")
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
         await ws.prepare(request)
