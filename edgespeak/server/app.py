@@ -107,14 +107,9 @@ class LiveHandler:
         ``max_connections`` are open) and serve sessions."""
         if (refused := refusal_response(self._config, request)) is not None:
             return refused
-        if not self._capacity.connect():
-            log.warning("refused a connection: %s", self._capacity.connections_full())
-            raise web.HTTPTooManyRequests(text=self._capacity.connections_full())
-        log.debug("handshake for model %r", request.headers.get("model"))
-        try:
+        with self._capacity.connection():
+            log.debug("handshake for model %r", request.headers.get("model"))
             return await self._serve(request)
-        finally:
-            self._capacity.disconnect()
 
     async def _serve(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
@@ -253,7 +248,7 @@ def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.A
     app.router.add_get(fp.LIVE_PATH, handler.handle)
     add_model_routes(app, config, espeak_voices(engine.voice_list))  # GET /model[/{id}]
     add_http_tts(app, config, handler.engine)
-    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engine).handle)
+    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engine, capacity).handle)
     return app
 
 

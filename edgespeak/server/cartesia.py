@@ -42,6 +42,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.errors import EdgespeakError
+from edgespeak.server.capacity import Capacity
 from edgespeak.server.output import OutputStream
 from edgespeak.server.refusals import refusal_response
 from edgespeak.tts import cartesia_protocol as cp
@@ -54,11 +55,15 @@ _END = None  # work item: the context's last input arrived
 
 
 class InputError(Exception):
-    """An input is refused: an ``error`` frame with ``status_code`` and this message."""
+    """An input is refused: an ``error`` frame with ``status_code``, ``title`` and this
+    message."""
 
-    def __init__(self, message: str, status_code: int = 400) -> None:
+    def __init__(
+        self, message: str, status_code: int = 400, title: str = "Invalid request"
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.title = title
 
 
 class _Encoder:
@@ -101,6 +106,7 @@ class _Context:
         self.work: asyncio.Queue[tuple[str, int | None] | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.speaking = False
+        self.session = False  # counted as a session in the server's Capacity
 
     @property
     def busy(self) -> bool:
@@ -113,32 +119,44 @@ def _fields(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class CartesiaHandler:
-    """Serves ``/tts/websocket`` with ``engine``; ``config`` gives token, limits, idle close."""
+    """Serves ``/tts/websocket`` with ``engine``; ``config`` gives token, limits, idle close;
+    ``capacity`` (shared with the server's other handlers) counts each socket as a connection
+    and each context as a session, from its first input until it ends."""
 
-    def __init__(self, config: ServerConfig, engine: EspeakEngine) -> None:
+    def __init__(self, config: ServerConfig, engine: EspeakEngine, capacity: Capacity) -> None:
         self._config = config
         self._engine = engine
+        self._capacity = capacity
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to a WebSocket (401 without the right key in any of Cartesia's forms,
-        ``test_refuse_status`` when set) and serve its contexts."""
+        ``test_refuse_status`` when set, 429 when ``max_connections`` are open) and serve its
+        contexts."""
         if (refused := refusal_response(self._config, request, cartesia=True)) is not None:
             return refused
         version = request.headers.get("Cartesia-Version") or request.query.get("cartesia_version")
-        ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
-        await ws.prepare(request)
-        log.debug("Cartesia socket opened (cartesia-version %s)", version)
-        await _Connection(ws, self._config, self._engine).serve()
-        return ws
+        with self._capacity.connection():
+            ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
+            await ws.prepare(request)
+            log.debug("Cartesia socket opened (cartesia-version %s)", version)
+            await _Connection(ws, self._config, self._engine, self._capacity).serve()
+            return ws
 
 
 class _Connection:
     """One socket: reads inputs, runs one task per context, closes when idle."""
 
-    def __init__(self, ws: web.WebSocketResponse, config: ServerConfig, engine: EspeakEngine):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        config: ServerConfig,
+        engine: EspeakEngine,
+        capacity: Capacity,
+    ):
         self._ws = ws
         self._config = config
         self._engine = engine
+        self._capacity = capacity
         self._contexts: dict[str, _Context] = {}
         self._failed: set[str] = set()  # contexts whose inputs are ignored up to their end
         self._send_lock = asyncio.Lock()
@@ -196,23 +214,32 @@ class _Connection:
         try:
             self._input(context_id, body)
         except InputError as exc:
-            await self._fail(context_id, str(exc), exc.status_code, body.get("continue") is True)
+            await self._fail(context_id, exc, body.get("continue") is True)
 
     def _cancel(self, context_id: str) -> None:
         ctx = self._contexts.pop(context_id, None)
         self._failed.discard(context_id)
         if ctx is not None and ctx.task is not None:
+            self._release(ctx)  # now: the client may open the next context at once
             ctx.task.cancel()
             log.info("context %s cancelled", context_id)
 
-    async def _fail(self, context_id: str, message: str, status: int, more: bool) -> None:
+    def _release(self, ctx: _Context) -> None:
+        """Give the context's session back to the Capacity (once, however it ended)."""
+        if ctx.session:
+            ctx.session = False
+            self._capacity.end_session()
+
+    async def _fail(self, context_id: str, exc: InputError, more: bool) -> None:
         """Send ``error`` for the context and end it; ignore its inputs up to the last one
         when ``more`` (the refused input said ``continue: true``)."""
-        log.warning("context %s failed: %s", context_id, message)
+        log.warning("context %s failed: %s", context_id, exc)
         self._cancel(context_id)
         if more:
             self._failed.add(context_id)
-        await self._send(cp.error(message, status_code=status, context_id=context_id))
+        await self._send(
+            cp.error(str(exc), status_code=exc.status_code, context_id=context_id, title=exc.title)
+        )
 
     def _input(self, context_id: str, body: dict[str, Any]) -> None:
         """Add one generation input. Raises InputError for a bad one."""
@@ -251,7 +278,8 @@ class _Connection:
             ctx.work.put_nowait(_END)
 
     def _open(self, context_id: str, body: dict[str, Any]) -> _Context:
-        """A new context from its first input, its fields checked. Raises InputError."""
+        """A new context from its first input, its fields checked, counted as a session.
+        Raises InputError (429 when ``max_sessions`` are running)."""
         model = body.get("model_id")
         if not isinstance(model, str) or not model:
             raise InputError("'model_id' must be a non-empty string")
@@ -268,8 +296,13 @@ class _Connection:
         delay = body.get("max_buffer_delay_ms", 0)
         if type(delay) is not int or not 0 <= delay <= cp.MAX_BUFFER_DELAY_MS:
             raise InputError(f"max_buffer_delay_ms must be 0..{cp.MAX_BUFFER_DELAY_MS}")
-        ctx = _Context(context_id, _fields(body), self._voice(body.get("voice")))
+        voice = self._voice(body.get("voice"))
+        if not self._capacity.begin_session():  # a context synthesising is a session
+            raise InputError(self._capacity.sessions_full(), 429, "Too many requests")
+        ctx = _Context(context_id, _fields(body), voice)
+        ctx.session = True
         ctx.task = asyncio.create_task(self._speak(ctx), name=f"cartesia-{context_id[:8]}")
+        ctx.task.add_done_callback(lambda _: self._release(ctx))  # also if it never ran
         self._contexts[context_id] = ctx
         return ctx
 
@@ -313,6 +346,7 @@ class _Connection:
         except ConnectionError:
             log.debug("context %s: the client left while audio was being sent", ctx.id)
         finally:
+            self._release(ctx)  # before the client, told 'done', can open the next context
             if self._contexts.get(ctx.id) is ctx:
                 del self._contexts[ctx.id]
             self._last_activity = time.monotonic()
