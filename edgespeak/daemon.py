@@ -221,6 +221,9 @@ class Daemon:
                 if not ok
             ]
             status = f"degraded: {' and '.join(missing)} unreachable; retrying"
+            if tts.refusal is not None:  # final (401/403): nothing is retrying it
+                reach = "; broker unreachable, retrying" if not link.up.is_set() else ""
+                status = f"degraded: TTS provider refused: {tts.refusal}{reach}"
             log.warning("running %s", status)
             self.notifier.ready(status)
             return

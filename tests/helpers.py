@@ -27,14 +27,8 @@ async def serving_live(handle: Handler) -> AsyncIterator[str]:
     and stops the server afterwards."""
     app = web.Application()
     app.router.add_get(LIVE_PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as url:
+        yield url
 
 
 async def server_audio(url: str, text: str, *, fmt: str, rate: int | None) -> bytes:
