@@ -364,7 +364,8 @@ class PhraseCache:
             directory.mkdir(parents=True, exist_ok=True)
             self._conn = self._open_index()
         except (OSError, sqlite3.Error, _IndexUnavailable) as exc:
-            log.warning("phrase cache disabled: cannot open %s: %s", directory, exc)
+            why = _not_writable(directory)
+            log.warning("phrase cache disabled: cannot open %s: %s%s", directory, exc, why)
             return
         self.usable = True
         try:
@@ -848,6 +849,19 @@ def _entry_from_row(row: tuple[Any, ...]) -> Entry:
     return Entry(
         key, text, voice, rate_hz, frames, size, sha, created, last_used, hits, bool(pinned)
     )
+
+
+def _not_writable(directory: Path) -> str:
+    """`` (read-only file system)`` or `` (no write permission)`` when ``directory`` cannot be
+    written (sqlite then only says "unable to open database file"), else ``""``."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return " (read-only file system)"
+        if not os.access(directory, os.W_OK):
+            return " (no write permission)"
+    except OSError:
+        pass
+    return ""
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -87,6 +87,7 @@ class MqttLink:
         self._on_connected = on_connected
         self._client: aiomqtt.Client | None = None
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_MESSAGES)
+        self._unsent: Outgoing | None = None  # taken from the outbox, not yet acknowledged
         self.protocol = ProtocolChoice(settings)
         self.up = asyncio.Event()  # set while connected and subscribed
         self._last_problem: str | None = None
@@ -192,13 +193,15 @@ class MqttLink:
         log.debug("no route for %s", message.topic)
 
     async def _publish(self, client: aiomqtt.Client) -> None:
+        """Publish the outbox in order, each until the broker acknowledged it. The one in
+        flight when the connection drops (this task is then cancelled, or the publish fails)
+        stays in ``_unsent`` and goes first on the next connection: sent twice at worst."""
         while True:
-            out = await self._outbox.get()
-            try:
-                await client.publish(out.topic, out.payload, qos=1, retain=out.retain)
-            except aiomqtt.MqttError:
-                self._outbox.put_nowait(out)  # keep it for the next connection
-                raise
+            if self._unsent is None:
+                self._unsent = await self._outbox.get()
+            out = self._unsent
+            await client.publish(out.topic, out.payload, qos=1, retain=out.retain)
+            self._unsent = None
 
     async def close(self) -> None:
         """Publish what is left in the outbox, then ``offline`` (retained), if connected; the

@@ -76,7 +76,7 @@ class Mosquitto:
     with ``allow_anonymous false``. ``tls``: a second listener on ``tls_port`` (a free port
     when 0) with that CA, certificate and key, optionally requiring client certificates.
     ``persistence``: sessions, queued QoS 1 messages and retained messages are saved in
-    ``workdir`` on stop and reloaded on start.
+    ``workdir`` on stop and reloaded on start. ``options``: more ``mosquitto.conf`` lines.
     """
 
     port: int
@@ -87,6 +87,7 @@ class Mosquitto:
     tls: MosquittoTls | None = None
     tls_port: int = 0
     persistence: bool = False
+    options: tuple[str, ...] = ()
 
     @property
     def log(self) -> Path:
@@ -110,6 +111,7 @@ class Mosquitto:
         ]
         if self.persistence:
             lines.append(f"persistence_location {self.workdir}/")
+        lines += self.options
         if self.users is not None:
             lines.append(f"password_file {self._password_file(self.users)}")
         if self.tls is not None:

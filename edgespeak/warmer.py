@@ -23,7 +23,7 @@ from tenacity import (
 
 from edgespeak.cache import PhraseCache
 from edgespeak.config import Phrase, Settings
-from edgespeak.errors import EdgespeakError, TtsUnavailable
+from edgespeak.errors import CacheError, EdgespeakError, TtsUnavailable
 from edgespeak.speaker import phrase_key, provider_request
 from edgespeak.synthesis import Synthesizer
 from edgespeak.tts.provider import TtsClient
@@ -90,7 +90,10 @@ class PhraseWarmer:
                 pass
         except EdgespeakError as exc:
             return WarmResult(phrase, "failed", exc)
-        return WarmResult(phrase, "stored" if self._cache.has(key) else "failed")
+        if self._cache.has(key):
+            return WarmResult(phrase, "stored")
+        why = "is disabled" if not self._cache.usable else "did not store it"
+        return WarmResult(phrase, "failed", CacheError(f"synthesised, but the phrase cache {why}"))
 
     async def run(self, tts: TtsClient) -> None:
         """Daemon task: pin, warm until every phrase is stored, then again after each outage.

@@ -226,13 +226,15 @@ async def logged(path: Path, needle: str, timeout_s: float = STARTUP_S) -> None:
 
 @contextlib.contextmanager
 def daemon_process(
-    config: Path, capture: AlsaCapture, workdir: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
+    config: Path, capture: AlsaCapture, workdir: Path, env: dict[str, str] | None = None,
+    wrap: tuple[str, ...] = (),
+) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
     """Run ``edgespeak run`` with ALSA going to ``capture`` (log in ``workdir/daemon.log``;
-    ``env`` added to its environment)."""
+    ``env`` added to its environment; ``wrap``: a command that runs it, such as ``unshare``
+    ending in an ``exec``, so the process keeps its PID)."""
     log = workdir / "daemon.log"
     proc = subprocess.Popen(
-        edgespeak_command("run", "--config", str(config), "--log-level", "DEBUG"),
+        [*wrap, *edgespeak_command("run", "--config", str(config), "--log-level", "DEBUG")],
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
         # never the machine's /var/lib/edgespeak: a stored volume there would scale every capture

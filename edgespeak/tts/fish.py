@@ -182,7 +182,7 @@ class FishLiveClient(ConnectedClient):
                 continue
             except (aiohttp.ClientError, ConnectionError) as exc:
                 if got_audio or attempt == 2:
-                    raise TtsUnavailable(f"connection lost: {exc}") from None
+                    raise TtsUnavailable(f"the TTS provider connection was lost: {exc}") from None
                 continue
             finally:
                 self._sessions -= 1
@@ -210,7 +210,9 @@ class FishLiveClient(ConnectedClient):
             if item is _CLOSED:
                 if not got_audio:
                     raise _StaleConnection
-                raise TtsUnavailable("connection closed before 'finish'")
+                raise TtsUnavailable(
+                    "the TTS provider's connection closed before 'finish': speech cut short"
+                )
             assert isinstance(item, bytes)
             msg = fp.decode(item)
             if msg.event == "audio":

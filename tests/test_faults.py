@@ -1,0 +1,114 @@
+"""Fault injection with real processes: the TTS server killed mid-stream, the ALSA device
+missing at start and appearing later.
+
+Each fault is made real (SIGKILL, an ALSA config without the device), and the checks are on
+what a user sees: the events, the bytes handed to ALSA (file capture), the daemon's process
+and its availability. docs/reliability.md lists every fault, what the daemon does and the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+
+from edgespeak.cache import PhraseCache
+from edgespeak.stack import capture_alsa_conf
+from tests.conftest import Stack, daemon_process, watching
+from tests.test_offline import espeak_pcm
+
+DOOR = "Someone is at the front door."
+WASHER = "The washing machine has finished. Please empty it."
+# About 4,800 characters, ~4 minutes of speech that espeak-ng takes ~0.7 s to synthesise on
+# an idle 2-core machine: long enough to catch the server while it is still streaming.
+LONG = "Here is the weather report. " + " ".join(
+    f"In area {i} the wind comes from the west at {i + 10} kilometres an hour, with rain later."
+    for i in range(55)
+)
+LONG_LIMITS = {
+    "EDGESPEAK_LIMITS__MAX_TEXT_CHARS": "10000",
+    "EDGESPEAK_LIMITS__MAX_PAYLOAD_BYTES": "65536",
+}
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux ``/proc/PID/task/*/children``)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+async def test_tts_server_killed_mid_stream_fails_clearly_then_fallback_then_stream(
+    stack: Stack,
+) -> None:
+    """SIGKILL ``edgespeak serve`` while it streams a long announcement: that announcement
+    fails at once with an event saying the stream was cut (what had arrived played, byte for
+    byte, and nothing cached); the next one is spoken by the fallback while the server is
+    down, the one after by the restarted server; the daemon stays up and online."""
+    assert len(LONG) > 4000
+    full = await stack.sent(LONG)
+    config = stack.config(first_audio_timeout_ms=5000)
+    with daemon_process(config, stack.capture, stack.workdir, env=LONG_LIMITS) as daemon:
+        async with watching(stack.broker.port) as w:
+            server = stack.tts.server
+            assert server is not None and server.proc is not None
+            await w.announce(json.dumps({"text": LONG, "id": "long-1"}))
+            await w.wait("playing", ann_id="long-1")
+            # Freeze the server, and kill it only if it is still synthesising (its espeak-ng
+            # child alive: the session cannot have sent 'finish'). SIGSTOP only makes this
+            # check race-free; the fault is the SIGKILL.
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            streaming = bool(children(server.proc.pid))
+            server.proc.kill()
+            await asyncio.to_thread(server.proc.wait)
+            assert streaming, "the server had finished before it was killed: make LONG longer"
+            cut = await w.wait("finished", "failed", ann_id="long-1", timeout_s=10)
+            cut_audio = stack.capture.read()
+            down = await w.say(WASHER, "down-1")
+            down_audio = stack.capture.read()[len(cut_audio) :]
+            stack.tts.start()
+            back = await w.say(DOOR, "back-1")
+            assert w.online.is_set()
+            assert daemon.poll() is None
+    assert cut["state"] == "failed", cut
+    assert cut["source"] == "stream"
+    assert cut["error"] == (
+        "the TTS provider's connection closed before 'finish': speech cut short"
+    ), cut
+    assert 0 < len(cut_audio) < len(full)
+    assert full.startswith(cut_audio)  # what had arrived played as sent: no garbage, no gap
+    assert (down["state"], down["source"]) == ("finished", "fallback"), down
+    assert "cannot connect" in down["reason"]
+    assert down_audio == espeak_pcm(WASHER)
+    assert (back["state"], back["source"]) == ("finished", "stream"), back
+    assert stack.capture.read()[len(cut_audio) + len(down_audio) :] == await stack.sent(DOOR)
+    texts = [e.text for e in PhraseCache(stack.cache_dir).entries()]
+    assert texts == [DOOR], texts  # the cut stream was not cached
+
+
+async def test_alsa_device_missing_at_start_is_used_once_it_appears(stack: Stack) -> None:
+    """The daemon's device ``speaker`` is not in the ALSA config at start: announcements fail
+    naming the device; once the config defines it (the file replaced, as a package or an
+    editor does) the next announcement plays on it, with no restart."""
+    conf = stack.capture.conf
+    env = capture_alsa_conf(conf, stack.capture.path)  # 'capture' and 'default', no 'speaker'
+    config = stack.config(device="speaker")
+    with daemon_process(config, stack.capture, stack.workdir, env=env) as daemon:
+        async with watching(stack.broker.port) as w:
+            missing = [await w.say(DOOR, "missing-1"), await w.say(DOOR, "missing-2")]
+            replaced = conf.with_suffix(".new")
+            speaker = 'pcm.speaker {\n type plug\n slave.pcm "capture"\n}\n'
+            replaced.write_text(conf.read_text() + speaker)
+            os.replace(replaced, conf)
+            back = await w.say(WASHER, "back-1")
+            again = await w.say(WASHER, "back-2")
+            assert daemon.poll() is None
+    for event in missing:
+        assert event["state"] == "failed", event
+        assert event["error"].startswith("ALSA device 'speaker': "), event
+    assert (back["state"], again["state"]) == ("finished", "finished"), (back, again)
+    assert again["source"] == "cache"
+    assert stack.capture.read() == await stack.sent(WASHER) * 2
