@@ -88,6 +88,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_MESSAGES)
         self._unsent: Outgoing | None = None  # taken from the outbox, not yet acknowledged
+        self._retained: dict[str, bytes] = {}  # newest payload of each retained topic queued
         self.protocol = ProtocolChoice(settings)
         self.up = asyncio.Event()  # set while connected and subscribed
         self._last_problem: str | None = None
@@ -99,11 +100,26 @@ class MqttLink:
     def post(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Queue a QoS 1 publication without waiting for the broker. Posted while the broker
         is down, it is published after reconnect; past ``OUTBOX_MESSAGES`` waiting the oldest
-        is dropped with a warning."""
+        is dropped with a warning. A retained one replaces the payload of one still queued
+        for its topic (only the newest state matters), so a burst of announcements, each
+        changing the state, does not fill the outbox with states and push events out."""
+        if retain and topic in self._retained:
+            self._retained[topic] = payload
+            return
         if self._outbox.full():
             dropped = self._outbox.get_nowait()
+            if dropped.retain:
+                del self._retained[dropped.topic]
             log.warning("outbox full; dropped a message for %s", dropped.topic)
+        if retain:
+            self._retained[topic] = payload
         self._outbox.put_nowait(Outgoing(topic, payload, retain))
+
+    def _newest(self, out: Outgoing) -> Outgoing:
+        """``out`` just taken from the outbox; a retained one with its topic's newest payload."""
+        if out.retain:
+            return Outgoing(out.topic, self._retained.pop(out.topic), retain=True)
+        return out
 
     def post_event(self, event: Event) -> None:
         """Queue ``event`` for ``<prefix>/<node_id>/event``."""
@@ -198,7 +214,7 @@ class MqttLink:
         stays in ``_unsent`` and goes first on the next connection: sent twice at worst."""
         while True:
             if self._unsent is None:
-                self._unsent = await self._outbox.get()
+                self._unsent = self._newest(await self._outbox.get())
             out = self._unsent
             await client.publish(out.topic, out.payload, qos=1, retain=out.retain)
             self._unsent = None
@@ -210,7 +226,7 @@ class MqttLink:
             return
         try:
             while not self._outbox.empty():
-                out = self._outbox.get_nowait()
+                out = self._newest(self._outbox.get_nowait())
                 await self._client.publish(
                     out.topic, out.payload, qos=1, retain=out.retain, timeout=2
                 )

@@ -32,7 +32,10 @@ from typing import Any, cast
 
 import aiomqtt
 
-from edgespeak.stack import STARTUP_S
+from edgespeak.config import Settings
+from edgespeak.events import Event
+from edgespeak.link import OUTBOX_MESSAGES, MqttLink, Route
+from edgespeak.stack import STARTUP_S, Mosquitto
 from tests.conftest import Stack, Watcher, daemon_process, logged
 from tests.helpers import server_audio
 from tests.test_scheduler import HOLD, held_provider
@@ -232,3 +235,38 @@ async def test_an_event_in_flight_when_the_broker_dies_is_sent_again(stack: Stac
             await w.wait("finished", ann_id="held-1", timeout_s=15)
             assert daemon.poll() is None
     assert distinct(w.events, "finished") == Counter(["held-1"])
+
+
+async def test_queued_states_never_push_queued_events_out(broker: Mosquitto) -> None:
+    """Posted while the broker link is not up (an outage, or a burst faster than the broker
+    acknowledges): 900 events, each followed by three changes of the retained state. The
+    states share one place in the outbox (only the newest matters), so none of the events is
+    dropped to make room, and they go out in order."""
+    settings = Settings(node_id="testnode", mqtt={"port": broker.port, "reconnect_max_s": 1.0})
+    link = MqttLink(settings, [Route("edgespeak/testnode/announce", lambda _: None)])
+    count = 900
+    assert count + 1 <= OUTBOX_MESSAGES < count * 4  # without sharing, events would be dropped
+    for i in range(count):
+        link.post_event(Event(f"e-{i}", "received"))
+        for j in range(3):
+            link.post(link.topics.state, json.dumps({"n": i * 3 + j}).encode(), retain=True)
+    events, states = [], []
+    async with aiomqtt.Client("127.0.0.1", broker.port) as watcher:
+        await watcher.subscribe("edgespeak/testnode/#", qos=1)
+        running = asyncio.create_task(link.run())
+        try:
+            async with asyncio.timeout(10):  # they take ~1 s
+                async for message in watcher.messages:
+                    payload = bytes(message.payload)  # type: ignore[arg-type]
+                    if message.topic.matches("edgespeak/testnode/state"):
+                        states.append(json.loads(payload))
+                    elif message.topic.matches("edgespeak/testnode/event"):
+                        events.append(json.loads(payload)["id"])
+                        if len(events) == count:
+                            break
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    assert events == [f"e-{i}" for i in range(count)]
+    assert states == [{"n": count * 3 - 1}]
