@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -45,9 +46,13 @@ class SessionError(Exception):
 
 
 class _Session:
-    """One start…stop session's state."""
+    """One start…stop session's state. ``first_audio_ms``: milliseconds from handling its
+    ``start`` to its first ``audio`` sent (the server's own time to first audio; logged at the
+    end of the session, read by bench/stream.py), None before."""
 
     def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
+        self.started_at = time.monotonic()
+        self.first_audio_ms: float | None = None
         self.voice = request.get("reference_id") or None
         if self.voice is not None:  # refused at 'start', before any text is buffered
             try:
@@ -68,6 +73,11 @@ class _Session:
             raise SessionError(str(exc)) from None
         self.buffer = ""
         self.chars = 0
+
+    def sent_audio(self) -> None:
+        """Note that an ``audio`` event went out (the first one sets ``first_audio_ms``)."""
+        if self.first_audio_ms is None:
+            self.first_audio_ms = (time.monotonic() - self.started_at) * 1000
 
 
 class LiveHandler:
@@ -189,8 +199,14 @@ class LiveHandler:
                 tail = session.output.close()
                 if tail:
                     await ws.send_bytes(fp.audio(tail))
+                    session.sent_audio()
                 await ws.send_bytes(fp.finish("stop"))
-                log.info("session finished: %d characters", session.chars)
+                first = session.first_audio_ms
+                log.info(
+                    "session finished: %d characters, first audio after %s ms",
+                    session.chars,
+                    "-" if first is None else f"{first:.2f}",
+                )
                 return None
             case _:
                 log.debug("ignoring unknown event %r", msg.event)
@@ -204,6 +220,7 @@ class LiveHandler:
             encoded = session.output.write(pcm)
             if encoded:
                 await ws.send_bytes(fp.audio(encoded))
+                session.sent_audio()
 
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
