@@ -1,5 +1,6 @@
 """``python -m bench all|NAME [--quick] [--out PATH] [NAME's options]``: run benchmarks, print
-one table, write the results as JSON.
+one table, write the results as JSON. ``python -m bench table [--markdown]`` prints the stored
+results again (the Markdown form is docs/performance.md's table).
 
 ``all`` runs every benchmark of :data:`BENCHES` in order, each with its defaults (``--quick``:
 small counts and short windows, a smoke run of a minute or two). Results go to
@@ -53,6 +54,21 @@ def row_text(bench: str, row: Row) -> str:
     return f"{bench:<10} {row['measure']:<60} {n:>5} {p50:>8} {p90:>8} {p99:>8}  {unit}"
 
 
+def markdown(benches: dict[str, Result]) -> str:
+    """The table of ``benches`` as Markdown (for docs/performance.md)."""
+    lines = ["| bench | measure | n | p50 | p90 | p99 | unit |", "|---|---|--:|--:|--:|--:|---|"]
+    for name, result in benches.items():
+        if "error" in result:
+            lines.append(f"| {name} | FAILED: {result['error']} | | | | | |")
+        for row in result.get("rows", []):
+            cells = [_number(row[k]) if k in row else "" for k in ("n", "p50", "p90", "p99")]
+            if "value" in row:
+                cells = ["", _number(row["value"]), "", ""]
+            measure = row["measure"].replace("->", "→")
+            lines.append(f"| {name} | {measure} | {' | '.join(cells)} | {row.get('unit', '')} |")
+    return "\n".join(lines)
+
+
 def table(benches: dict[str, Result]) -> str:
     """The table of ``benches`` (name → result), one block per benchmark."""
     head = f"{'bench':<10} {'measure':<60} {'n':>5} {'p50':>8} {'p90':>8} {'p99':>8}  unit"
@@ -77,6 +93,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     )
     sub = parser.add_subparsers(dest="bench", required=True, metavar="all|NAME")
     sub.add_parser("all", parents=[common], help="every benchmark below but latency, in order")
+    shown = sub.add_parser("table", parents=[common], help="print the stored results, run nothing")
+    shown.add_argument("--markdown", action="store_true", help="as a Markdown table")
     parsers = {}
     for name, module in (BENCHES | EXTRAS).items():
         parsers[name] = sub.add_parser(
@@ -120,6 +138,10 @@ def run_one(name: str, args: argparse.Namespace) -> Result:
 def main(argv: list[str] | None = None) -> int:
     parser, parsers = _parsers()
     args = parser.parse_args(argv)
+    if args.bench == "table":
+        stored = _load(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT))["benches"]
+        print(markdown(stored) if args.markdown else table(stored))
+        return 0
     if args.bench == "all":
         extra = ["--quick"] if args.quick else []
         runs = [(name, parsers[name].parse_args(extra)) for name in BENCHES]

@@ -327,6 +327,8 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> Result:
                   out["opus"]["cpu_percent_of_one_core"], "%"),
         value_row(f"22050 Hz PCM, {out['pcm']['seconds_played']:.0f} s played: CPU s per s, %",
                   out["pcm"]["cpu_percent_of_one_core"], "%"),
+        value_row("underruns in those: Opus / PCM",
+                  f"{out['opus']['underruns']} / {out['pcm']['underruns']}"),
         value_row(f"burst of {b['announcements']}: peak RSS (20 ms samples)",
                   b["rss_mib_peak_sampled"], "MiB"),
         value_row(f"soak, {s['announcements']} cache hits: RSS growth", s["rss_growth_mib"], "MiB"),

@@ -299,6 +299,7 @@ def run(args: argparse.Namespace) -> Result:
                   f"{s['underruns']} / {s['underruns_in_log']}"),
         value_row("stream: seconds played / sent", f"{s['seconds_played']} / {s['seconds_sent']}"),
         value_row("stream: daemon CPU, % of one core", s["cpu_percent_of_one_core"], "%"),
+        value_row("stream: daemon peak RSS (VmHWM)", s["peak_rss_mib"], "MiB"),
         dist_row("high interrupts normal: high's ttfa_ms", i["high_ttfa_ms"]["ms"]),
         dist_row("high interrupts normal: normal cut after (daemon)",
                  i["interrupted_after_ms_daemon"]["ms"]),
