@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -59,9 +60,13 @@ class _CloseSocket(Exception):
 
 
 class _Session:
-    """One start…stop session's state."""
+    """One start…stop session's state. ``first_audio_ms``: milliseconds from handling its
+    ``start`` to its first ``audio`` sent (the server's own time to first audio; logged at the
+    end of the session, read by bench/stream.py), None before."""
 
     def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
+        self.started_at = time.monotonic()
+        self.first_audio_ms: float | None = None
         try:
             spec = parse_request(request)
             self.output = OutputStream(
@@ -86,6 +91,12 @@ class _Session:
         self.buffer = ""
         self.chars = 0
         self.sent_audio = False
+
+    def note_audio(self) -> None:
+        """Note that an ``audio`` event went out (the first one sets ``first_audio_ms``)."""
+        self.sent_audio = True
+        if self.first_audio_ms is None:
+            self.first_audio_ms = (time.monotonic() - self.started_at) * 1000
 
 
 class LiveHandler:
@@ -208,8 +219,14 @@ class LiveHandler:
                 tail = session.output.close()
                 if tail:
                     await ws.send_bytes(fp.audio(tail))
+                    session.note_audio()
                 await ws.send_bytes(fp.finish("stop"))
-                log.info("session finished: %d characters", session.chars)
+                first = session.first_audio_ms
+                log.info(
+                    "session finished: %d characters, first audio after %s ms",
+                    session.chars,
+                    "-" if first is None else f"{first:.2f}",
+                )
                 return None
             case _:
                 log.debug("ignoring unknown event %r", msg.event)
@@ -228,7 +245,7 @@ class LiveHandler:
                 encoded = session.output.write(pcm)
                 if encoded:
                     await ws.send_bytes(fp.audio(encoded))
-                    session.sent_audio = True
+                    session.note_audio()
                     if fault == "error_after_audio":
                         raise SessionError(
                             f"test switch: {fault}", test_session_fault=fault, status=500
