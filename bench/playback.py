@@ -23,10 +23,9 @@ publisher: publish → event in). (c) Chime: ``-n`` announcements with ``"chime"
 and distinct texts (each synthesised): p50/p99 of ``chime_gap_ms`` from ``finished`` (silence
 played between chime and speech) and of ``ttfa_ms`` (to the chime's first frame).
 
-Usage: ``python -m bench.playback [--minutes 10] [-n 30] [--lead-ms 150] [--period-ms 20]
-[--buffer-ms 80] [--stall-ms 0] [--out bench/results-playback.json]`` (fractional minutes for a
-quick run). Runs (b) and (c), then (a); prints the machine, the config and the numbers, and
-writes them as JSON. Needs mosquitto, pulseaudio, pacat and espeak-ng.
+Usage: ``python -m bench playback [--minutes 10] [-n 30] [--lead-ms 150] [--period-ms 20]
+[--buffer-ms 80] [--stall-ms 0]`` (``--quick``: a 6 s stream, 3 trials). Runs (b) and (c),
+then (a). Needs mosquitto, pulseaudio, pacat and espeak-ng.
 """
 
 from __future__ import annotations
@@ -34,11 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,70 +41,35 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiomqtt
 from aiohttp import WSMsgType, web
 
+from bench.common import (
+    NODE,
+    UNLIMITED_RATE,
+    Events,
+    Result,
+    cpu_s,
+    dist_row,
+    peak_rss_mib,
+    value_row,
+    watching,
+)
 from edgespeak import stack
 from edgespeak.config import AudioConfig
 from edgespeak.engines.espeak import EspeakEngine
 from edgespeak.tts import fish_protocol as fp
 
-NODE = "bench"
-TOPIC = f"edgespeak/{NODE}"
+NAME = "playback"
+HELP = "paced device: underruns and CPU over a long stream, interruption delay, chime gap"
 RATE = 22050  # Hz, s16le mono
 CHUNK_FRAMES = RATE * 20 // 1000  # 20 ms per ``audio`` event
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-DEFAULT_OUT = Path(__file__).resolve().parent / "results-playback.json"
 SPEECH = "The quick brown fox jumps over the lazy dog. Playback benchmark, one two three four."
 STREAM = "This is the playback benchmark stream. It goes on for a long time."
 WEATHER = f"Here is weather report number {{i}}. {'Tomorrow starts cloudy, then sunny. ' * 6}"
 DOOR = "Someone is at the front door. This is trial {i}."
 PARCEL = "A parcel has been delivered to the porch. This is trial {i}."
-TERMINAL = {"finished", "failed", "interrupted", "expired"}
-Seen = tuple[float, dict[str, Any]]  # arrival time (monotonic s), event
-Result = dict[str, Any]
 Env = dict[str, str]
-
-
-class Events:
-    """The daemon's events and availability changes, each with its arrival time (monotonic)."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.seen: list[Seen] = []
-        self._changed = asyncio.Condition()
-
-    async def pump(self) -> None:
-        async for message in self.client.messages:
-            assert isinstance(message.payload, bytes)
-            if str(message.topic).endswith("/availability"):
-                event = {"id": "availability", "state": message.payload.decode()}
-            else:
-                event = json.loads(message.payload)
-            async with self._changed:
-                self.seen.append((time.monotonic(), event))
-                self._changed.notify_all()
-
-    async def wait(self, ann_id: str, state: str, after: int, timeout_s: float = 60) -> Seen:
-        """The first event of ``ann_id`` from index ``after`` on in ``state`` (or a terminal
-        one, which raises RuntimeError unless it is ``state``)."""
-        async with asyncio.timeout(timeout_s), self._changed:
-            while True:
-                for at, event in self.seen[after:]:
-                    if event.get("id") == ann_id and event["state"] in TERMINAL | {state}:
-                        if event["state"] != state:
-                            raise RuntimeError(f"{ann_id}: expected {state}, got {event}")
-                        return at, event
-                await self._changed.wait()
-
-    async def announce(self, ann_id: str, text: str, **fields: object) -> float:
-        """Publish an announcement; returns the monotonic time just before the publish."""
-        sent = time.monotonic()
-        payload = json.dumps({"text": text, "id": ann_id, **fields})
-        await self.client.publish(f"{TOPIC}/announce", payload, qos=1)
-        return sent
 
 
 class PacedProvider:
@@ -204,22 +164,11 @@ def write_config(path: Path, args: argparse.Namespace, port: int, server: int, *
         f'node_id = "{NODE}"\n[mqtt]\nport = {port}\n'
         f'[tts]\n{extra}format = "pcm"\nsample_rate = {RATE}\nfirst_audio_timeout_ms = 30000\n'
         f"[server]\nport = {server}\n[cache]\n{cache}\n[fallback]\nenabled = false\n"
-        f"[daemon]\ndedup_window_s = 0\n"
+        f'[daemon]\ndedup_window_s = 0\nstate_dir = "{path.parent / "state"}"\n'
+        f'[limits]\nrate = "{UNLIMITED_RATE}"\n'
         f"[audio]\nperiod_ms = {args.period_ms}\nbuffer_ms = {args.buffer_ms}\n"
     )
     return path
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far, all threads (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    """Peak resident set size of ``pid`` (VmHWM), MiB."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 
 
 def summary(values: list[float]) -> Result:
@@ -286,82 +235,46 @@ async def chime_round(events: Events, n: int) -> Result:
     }
 
 
-async def run(args: argparse.Namespace, work: Path, broker: int, env: Env) -> Result:
+async def play(args: argparse.Namespace, work: Path, broker: int, env: Env) -> Result:
     speech = b"".join([pcm async for pcm in EspeakEngine().synthesize(SPEECH)])
-    async with aiomqtt.Client("127.0.0.1", broker, socket_options=NODELAY) as client:
-        await client.subscribe(f"{TOPIC}/event", qos=1)
-        await client.subscribe(f"{TOPIC}/availability", qos=1)
-        events = Events(client)
-        pump = asyncio.create_task(events.pump())
+    async with watching(broker) as events:
+        config = write_config(work / "espeak.toml", args, broker, stack.free_port())
+        server = stack.LocalServer(config, work / "server.log", env)
         try:
-            config = write_config(work / "espeak.toml", args, broker, stack.free_port())
-            server = stack.LocalServer(config, work / "server.log", env)
-            try:
-                await asyncio.to_thread(server.start)
-                async with daemon(config, env, events, work / "daemon-espeak.log"):
-                    interruption = await interruption_round(events, args.n)
-                    chime = await chime_round(events, args.n)
-            finally:
-                server.stop()
-            lead_s, stall_s = args.lead_ms / 1000, args.stall_ms / 1000
-            provider = PacedProvider(speech, args.minutes * 60, lead_s, stall_s)
-            async with serving(provider) as url:
-                stream_toml = work / "stream.toml"
-                config = write_config(stream_toml, args, broker, stack.free_port(), url=url)
-                log = work / "daemon-stream.log"
-                async with daemon(config, env, events, log) as pid:
-                    stream = await stream_round(events, pid, provider, log)
+            await asyncio.to_thread(server.start)
+            async with daemon(config, env, events, work / "daemon-espeak.log"):
+                interruption = await interruption_round(events, args.n)
+                chime = await chime_round(events, args.n)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            server.stop()
+        lead_s, stall_s = args.lead_ms / 1000, args.stall_ms / 1000
+        provider = PacedProvider(speech, args.minutes * 60, lead_s, stall_s)
+        async with serving(provider) as url:
+            stream_toml = work / "stream.toml"
+            config = write_config(stream_toml, args, broker, stack.free_port(), url=url)
+            log = work / "daemon-stream.log"
+            async with daemon(config, env, events, log) as pid:
+                stream = await stream_round(events, pid, provider, log)
     return {"stream": stream, "interruption": interruption, "chime": chime}
 
 
-def machine() -> Result:
-    info: dict[str, str] = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    names = [info[k] for k in ("model name", "Model") if k in info]  # a Pi has "Model"
-    return {
-        "cpu": " / ".join(names) or platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "arch": platform.machine(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
-def report(results: Result) -> None:
-    m, c = results["machine"], results["config"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['arch']}, Linux {m['kernel']}")
-    print(f"config: {', '.join(f'{k} {v:g}' for k, v in c.items())}; s16le mono {RATE} Hz, "
-          "ALSA file PCM over a PulseAudio null sink (paced in real time)")  # fmt: skip
-    print("(a) stream")
-    for key, value in results["stream"].items():
-        print(f"    {key:<28} {value}")
-    print(f"{'(b) interruption, (c) chime, ms':<34} {'p50':>7} {'p99':>7} {'max':>7}")
-    for part in ("interruption", "chime"):
-        for key, q in results[part].items():
-            if isinstance(q, dict):
-                print(f"    {key:<30} {q['p50']:7.1f} {q['p99']:7.1f} {q['max']:7.1f}")
-
-
-def main() -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     audio = AudioConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="stream length (default 10)")
-    parser.add_argument("-n", type=int, default=30, help="trials for (b) and (c) (default 30)")
+    parser.add_argument("--minutes", type=float, help="stream length (10; quick 0.1)")
+    parser.add_argument("-n", type=int, help="trials for (b) and (c) (30; quick 3)")
     parser.add_argument("--lead-ms", type=float, default=150.0, help="provider lead (150)")
     parser.add_argument("--stall-ms", type=float, default=0.0, help="hold the stream once (0)")
     parser.add_argument("--period-ms", type=int, default=audio.period_ms)
     parser.add_argument("--buffer-ms", type=int, default=audio.buffer_ms)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> Result:
+    """Run (b), (c), then (a); the result with the table's rows."""
+    args.minutes = args.minutes or (0.1 if args.quick else 10.0)
+    args.n = args.n or (3 if args.quick else 30)
     if args.n < 2 or args.minutes <= 0:
-        parser.error("-n must be at least 2 and --minutes above 0")
-    work = Path(tempfile.mkdtemp(prefix="edgespeak-playback-"))
+        raise ValueError("-n must be at least 2 and --minutes above 0")
+    work = Path(tempfile.mkdtemp(prefix="edgespeak-bench-playback-"))
     pulse = stack.PulseAudio(work)
     broker = stack.Mosquitto(stack.free_port(), work)
     alsa = stack.capture_alsa_conf(
@@ -371,20 +284,25 @@ def main() -> None:
     try:
         pulse.start()
         broker.start()
-        results = asyncio.run(run(args, work, broker.port, env))
+        results = asyncio.run(play(args, work, broker.port, env))
     except BaseException:
-        print(f"edgespeak-playback: logs kept in {work}", file=sys.stderr)
+        print(f"playback bench: logs kept in {work}", file=sys.stderr)
         raise
     finally:
         broker.stop()
         pulse.stop()
     shutil.rmtree(work, ignore_errors=True)
     keys = ("minutes", "n", "lead_ms", "stall_ms", "period_ms", "buffer_ms")
-    results |= {"machine": machine(), "config": {k: getattr(args, k) for k in keys}}
-    report(results)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    s, i, c = results["stream"], results["interruption"], results["chime"]
+    rows = [
+        value_row(f"{args.minutes:g} min stream: underruns (event / log)",
+                  f"{s['underruns']} / {s['underruns_in_log']}"),
+        value_row("stream: seconds played / sent", f"{s['seconds_played']} / {s['seconds_sent']}"),
+        value_row("stream: daemon CPU, % of one core", s["cpu_percent_of_one_core"], "%"),
+        value_row("stream: daemon peak RSS (VmHWM)", s["peak_rss_mib"], "MiB"),
+        dist_row("high interrupts normal: high's ttfa_ms", i["high_ttfa_ms"]["ms"]),
+        dist_row("high interrupts normal: normal cut after (daemon)",
+                 i["interrupted_after_ms_daemon"]["ms"]),
+        dist_row("chime then speech: chime_gap_ms", c["chime_gap_ms"]["ms"]),
+    ]  # fmt: skip
+    return {"rows": rows, "config": {k: getattr(args, k) for k in keys}} | results

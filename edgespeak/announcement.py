@@ -3,7 +3,10 @@
 A payload is UTF-8 plain text, or a JSON object with ``text`` and optional fields:
 ``id`` (str), ``voice`` (str: a Fish ``reference_id``), ``priority`` (``low``, ``normal``,
 ``high``, ``critical``), ``ttl_s`` (seconds, > 0), ``volume`` (0.0 to 1.0, on top of the device
-volume), ``chime`` (a sound name), ``lead_in_ms`` (0 to 5000). ``null`` means "not given".
+volume), ``chime`` (a sound name), ``lead_in_ms`` (0 to 5000), and for the provider: ``speed``
+(0.5 to 2.0, Fish prosody speed), ``volume_db`` (-20 to 20 dB, Fish prosody volume: changes
+the synthesised audio, unlike ``volume``), ``latency`` (``low``, ``normal``, ``balanced``).
+``null`` means "not given".
 Unknown fields are ignored (logged at DEBUG). Anything else raises :class:`PayloadError` with
 a message naming the field, specific enough to publish in a ``failed`` event.
 
@@ -23,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgespeak.config import Latency
 from edgespeak.errors import PayloadError
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,9 @@ class Announcement:
     lead_in_ms: int | None = None
     sound: bytes | None = field(default=None, repr=False)
     sound_rate_hz: int = 0
+    speed: float | None = None
+    volume_db: float | None = None
+    latency: Latency | None = None
 
     @property
     def rank(self) -> int:
@@ -84,6 +91,9 @@ class _Options(BaseModel):
     volume: float | None = Field(None, ge=0.0, le=1.0)
     chime: str | None = Field(None, min_length=1, max_length=100)
     lead_in_ms: int | None = Field(None, ge=0, le=5000)
+    speed: float | None = Field(None, ge=0.5, le=2.0)
+    volume_db: float | None = Field(None, ge=-20.0, le=20.0)
+    latency: Latency | None = None
 
 
 _KNOWN = {"text", "id", "voice", *_Options.model_fields}
@@ -183,7 +193,7 @@ def _options(obj: dict[str, Any]) -> _Options:
         err = exc.errors()[0]
         name = err["loc"][0] if err["loc"] else "?"
         if err["type"] == "literal_error":
-            problem = "must be one of 'low', 'normal', 'high', 'critical'"
+            problem = f"must be one of {err['ctx']['expected']}"
         elif err["type"].endswith("_type"):
             kind = {"chime": "a string", "lead_in_ms": "an integer"}.get(str(name), "a number")
             problem = f"must be {kind}"

@@ -119,13 +119,16 @@ def cache_key(
     sample_rate: int | None,
     prosody: Mapping[str, Any] | None,
     text: str,
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """The key of one phrase as one provider would speak it: 64 lowercase hex digits.
 
     sha256 over a canonical JSON (sorted keys, compact, UTF-8) of every field, ``text``
     normalised by :func:`normalise_text`. ``sample_rate`` is the requested rate in Hz (None =
     provider default). ``prosody`` must be JSON-serialisable (else TypeError); an empty mapping
-    counts as None. Any other difference (case, voice, format…) gives another key.
+    counts as None. ``options``: any other request fields that shape the audio (JSON-
+    serialisable; None adds nothing, so keys made without it are unchanged). Any other
+    difference (case, voice, format…) gives another key.
     """
     body = {
         "v": KEY_VERSION,
@@ -138,6 +141,8 @@ def cache_key(
         "prosody": dict(prosody) if prosody else None,
         "text": normalise_text(text),
     }
+    if options is not None:
+        body["options"] = dict(options)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

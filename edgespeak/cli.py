@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
     add("run", "run the daemon: MQTT announcements → TTS → ALSA")
-    add("serve", "run the local TTS server (Fish live protocol, espeak-ng)")
+    add("serve", "run the local TTS server (Fish live and Cartesia protocols, espeak-ng)")
     say = add("say", "publish an announcement to this node and wait until it was spoken")
     say.add_argument("text")
     say.add_argument("--voice", help="voice (Fish reference_id / espeak-ng voice)")

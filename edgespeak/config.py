@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FilePath,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -32,10 +33,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from edgespeak.audio.formats import PLAYABLE_FORMATS
 from edgespeak.errors import ConfigError
+from edgespeak.tts import cartesia_protocol
 
 DEFAULT_CONFIG_PATH = Path("/etc/edgespeak/config.toml")
 AudioFormat = Literal["pcm", "wav", "opus"]
+Latency = Literal["low", "normal", "balanced"]
+OPUS_KBPS = (24, 32, 48, 64)  # the SDK's opus_bitrate values (protocols.md §1)
+MAX_REFERENCES_BYTES = 10 * 1024 * 1024  # every session's start frame carries them
 
 
 def sanitise_node_id(name: str) -> str:
@@ -158,12 +164,53 @@ class MqttConfig(_Section):
         return value.rstrip("/")
 
 
+class Prosody(_Section):
+    """Fish ``prosody``: ``speed`` multiplier 0.5-2.0, ``volume`` in dB -20..20
+    (shared/protocols.md §1)."""
+
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    volume: float = Field(0.0, ge=-20.0, le=20.0)
+
+
+class Reference(_Section):
+    """One instant-voice-cloning sample: the audio file at ``audio`` and its transcript
+    ``text``. The file is read when the configuration loads (:attr:`data`); a missing,
+    unreadable or empty file is a configuration error naming it."""
+
+    audio: Path
+    text: str = Field(min_length=1)
+    _data: bytes = PrivateAttr(b"")
+
+    @model_validator(mode="after")
+    def _read(self) -> Reference:
+        try:
+            data = self.audio.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read reference audio {self.audio}: {exc.strerror}") from None
+        if not data:
+            raise ValueError(f"reference audio {self.audio} is empty")
+        self._data = data
+        return self
+
+    @property
+    def data(self) -> bytes:
+        """The audio file's bytes as read at load (sent as-is: Fish takes wav, mp3, ...)."""
+        return self._data
+
+
 class TtsConfig(_Section):
-    """The TTS provider: a Fish-live-protocol WebSocket endpoint.
+    """The TTS provider: a Fish-live-protocol or Cartesia WebSocket endpoint (``provider``).
 
     ``url`` None means the embedded default: edgespeak's own local server at ``[server]``.
+    The TTSRequest keys (``format`` … ``top_p``) are sent in every session's ``start``, with
+    the ranges of shared/protocols.md §1; ``mp3`` is refused because the daemon cannot play it.
+    Cartesia (shared/protocols.md §2): ``model`` is the ``model_id`` (default
+    ``cartesia_protocol.DEFAULT_MODEL`` when unset), ``reference_id`` the voice id, the audio
+    raw ``pcm_s16le`` (``format`` must be ``pcm``, ``sample_rate`` one Cartesia offers);
+    ``max_buffer_delay_ms`` (ms) and ``language`` go into every request.
     """
 
+    provider: Literal["fish", "cartesia"] = "fish"
     url: str | None = None
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
@@ -171,9 +218,70 @@ class TtsConfig(_Section):
     format: AudioFormat = "pcm"
     sample_rate: int | None = Field(22050, ge=8000, le=48000)
     reference_id: str | None = None
+    references: tuple[Reference, ...] = ()
+    mp3_bitrate: Literal[64, 128, 192] = 128
+    opus_bitrate: int = -1000
+    latency: Latency = "balanced"
+    prosody: Prosody | None = None
+    chunk_length: int = Field(200, ge=100, le=300)
+    normalize: bool = True
+    temperature: float = Field(0.7, ge=0.0, le=1.0)
+    top_p: float = Field(0.7, ge=0.0, le=1.0)
     connect_timeout_s: float = Field(5.0, gt=0)
     first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
+    cartesia_version: str = cartesia_protocol.API_VERSION
+    max_buffer_delay_ms: int = Field(0, ge=0, le=cartesia_protocol.MAX_BUFFER_DELAY_MS)
+    language: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_model(cls, data: object) -> object:
+        """``model`` unset with provider cartesia: Cartesia's default model, not Fish's."""
+        if isinstance(data, dict) and data.get("provider") == "cartesia" and "model" not in data:
+            return data | {"model": cartesia_protocol.DEFAULT_MODEL}
+        return data
+
+    @model_validator(mode="after")
+    def _cartesia_audio(self) -> TtsConfig:
+        if self.provider == "cartesia":
+            if self.format != "pcm":
+                raise ValueError('provider "cartesia" streams raw pcm_s16le: set format = "pcm"')
+            if self.sample_rate not in cartesia_protocol.SAMPLE_RATES:
+                rates = ", ".join(map(str, cartesia_protocol.SAMPLE_RATES))
+                raise ValueError(f'provider "cartesia" needs sample_rate one of {rates}')
+            if self.url is not None and not self.reference_id:
+                raise ValueError(
+                    'provider "cartesia" needs reference_id: a default voice (Cartesia voice id)'
+                )
+        return self
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _playable(cls, value: object) -> object:
+        if value == "mp3":
+            raise ValueError(
+                "mp3 cannot be played: the daemon has no mp3 decoder; use one of "
+                + ", ".join(PLAYABLE_FORMATS)
+            )
+        return value
+
+    @field_validator("opus_bitrate")
+    @classmethod
+    def _opus_bitrate(cls, value: int) -> int:
+        if value == -1000 or value in OPUS_KBPS or 24000 <= value <= 64000:
+            return value
+        raise ValueError("must be -1000 (auto), kbps 24, 32, 48 or 64, or bits/s 24000 to 64000")
+
+    @model_validator(mode="after")
+    def _small_references(self) -> TtsConfig:
+        total = sum(len(ref.data) for ref in self.references)
+        if total > MAX_REFERENCES_BYTES:
+            raise ValueError(
+                f"references hold {total} bytes of audio; at most {MAX_REFERENCES_BYTES} "
+                "(they travel in every session's start message)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_key(self) -> TtsConfig:
@@ -279,8 +387,20 @@ class FallbackConfig(_Section):
     voice: str = "en"
 
 
+SessionFault = Literal["none", "error_before_audio", "error_after_audio", "close_after_audio"]
+
+
 class ServerConfig(_Section):
-    """``edgespeak serve``: the local Fish-live-protocol server."""
+    """``edgespeak serve``: the local server, Fish live protocol and Cartesia's WebSocket.
+
+    ``test_*`` keys are test switches, off by default, so clients can meet real refusals end
+    to end: ``test_refuse_status`` answers every handshake (both protocols), ``POST /v1/tts``
+    and ``GET /model`` with that HTTP status; ``test_session_fault`` makes every session end
+    with ``finish`` reason ``error`` before or after its first audio, or close the socket after
+    its first audio.
+    ``cartesia_idle_close_s``: a Cartesia socket without a context under way this many
+    seconds is closed, as Cartesia's cloud does after 5 minutes.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
@@ -290,6 +410,9 @@ class ServerConfig(_Section):
     max_text_chars: int = Field(5000, ge=1)
     max_connections: int = Field(32, ge=1, le=10000)
     max_sessions: int = Field(8, ge=1, le=1000)
+    test_refuse_status: int | None = Field(None, ge=400, le=599)
+    test_session_fault: SessionFault = "none"
+    cartesia_idle_close_s: float = Field(300.0, gt=0)
 
 
 class DaemonConfig(_Section):
@@ -374,11 +497,14 @@ class Settings(BaseSettings):
 
     @property
     def tts_url(self) -> str:
-        """The provider WebSocket URL; the local server's when ``[tts] url`` is unset."""
+        """The provider WebSocket URL; the local server's (``/v1/tts/live``, or
+        ``/tts/websocket`` for provider cartesia) when ``[tts] url`` is unset."""
         if self.tts.url:
             return self.tts.url
         host = "127.0.0.1" if self.server.host in ("0.0.0.0", "") else self.server.host
-        return f"ws://{host}:{self.server.port}/v1/tts/live"
+        cartesia = self.tts.provider == "cartesia"
+        path = cartesia_protocol.WEBSOCKET_PATH if cartesia else "/v1/tts/live"
+        return f"ws://{host}:{self.server.port}{path}"
 
     @property
     def tts_token(self) -> SecretStr | None:

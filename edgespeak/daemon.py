@@ -41,7 +41,9 @@ from edgespeak.scheduler import Scheduler
 from edgespeak.speaker import Speaker
 from edgespeak.state import NodeState, VolumeStore
 from edgespeak.synthesis import Synthesizer
+from edgespeak.tts.cartesia import CartesiaClient
 from edgespeak.tts.fish import FishLiveClient
+from edgespeak.tts.provider import TtsClient
 from edgespeak.warmer import PhraseWarmer
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,7 @@ class Daemon:
             self._link.post(topic, payload, retain=True)
 
     async def _report_state(
-        self, scheduler: Scheduler, cache: PhraseCache | None, tts: FishLiveClient
+        self, scheduler: Scheduler, cache: PhraseCache | None, tts: TtsClient
     ) -> None:
         """Publish the retained state whenever it changes (re-read at least every
         ``STATE_REFRESH_S`` seconds for what changes without an event)."""
@@ -205,7 +207,7 @@ class Daemon:
             f"TTS {'reachable' if st.provider_reachable else 'unreachable'}"
         )
 
-    async def _notify_ready(self, link: MqttLink, tts: FishLiveClient) -> None:
+    async def _notify_ready(self, link: MqttLink, tts: TtsClient) -> None:
         """``READY=1`` once the broker link is up and the TTS connection warm, or after
         ``[daemon] ready_wait_s`` seconds, degraded, with ``STATUS=`` saying what is missing."""
         try:
@@ -219,6 +221,9 @@ class Daemon:
                 if not ok
             ]
             status = f"degraded: {' and '.join(missing)} unreachable; retrying"
+            if tts.refusal is not None:  # final (401/403): nothing is retrying it
+                reach = "; broker unreachable, retrying" if not link.up.is_set() else ""
+                status = f"degraded: TTS provider refused: {tts.refusal}{reach}"
             log.warning("running %s", status)
             self.notifier.ready(status)
             return
@@ -234,8 +239,26 @@ class Daemon:
         return report
 
 
-def make_tts_client(s: Settings) -> FishLiveClient:
-    """The provider client for ``s`` (use it as an async context manager)."""
+def make_tts_client(s: Settings) -> TtsClient:
+    """The provider client for ``s`` (use it as an async context manager): Cartesia's or
+    Fish's by ``[tts] provider``. Cartesia's default voice on the local server is
+    ``[server] voice``."""
+    if s.tts.provider == "cartesia":
+        local = s.tts.url is None
+        return CartesiaClient(
+            s.tts_url,
+            token=s.tts_token,
+            model=s.tts.model,
+            voice=s.tts.reference_id or (s.server.voice if local else None),
+            language=s.tts.language,
+            sample_rate=s.tts.rate_hz,
+            version=s.tts.cartesia_version,
+            max_buffer_delay_ms=s.tts.max_buffer_delay_ms,
+            connect_timeout_s=s.tts.connect_timeout_s,
+            first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
+            heartbeat_s=s.tts.heartbeat_s,
+            reconnect_max_s=s.mqtt.reconnect_max_s,
+        )
     return FishLiveClient(
         s.tts_url,
         token=s.tts_token,

@@ -37,7 +37,15 @@ from edgespeak.mqtt import (
 )
 
 log = logging.getLogger(__name__)
-OUTBOX_MESSAGES = 1000
+OUTBOX_MESSAGES = 1000  # at least; see outbox_capacity
+EVENTS_PER_ANNOUNCEMENT = 4  # received, playing, finished, and one more (a failed newcomer)
+
+
+def outbox_capacity(queue_max: int) -> int:
+    """Messages the outbox holds before dropping the oldest: ``OUTBOX_MESSAGES``, or the events
+    of a full announcement queue (``[daemon] queue_max``) if more, so that a burst the queue
+    accepts never loses its events while the broker acknowledges them one by one."""
+    return max(OUTBOX_MESSAGES, EVENTS_PER_ANNOUNCEMENT * queue_max)
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,9 @@ class MqttLink:
         self._routes = routes
         self._on_connected = on_connected
         self._client: aiomqtt.Client | None = None
-        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(OUTBOX_MESSAGES)
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(
+            outbox_capacity(settings.daemon.queue_max)
+        )
         self._unsent: Outgoing | None = None  # taken from the outbox, not yet acknowledged
         self._retained: dict[str, bytes] = {}  # newest payload of each retained topic queued
         self.protocol = ProtocolChoice(settings)
@@ -98,7 +108,7 @@ class MqttLink:
 
     def post(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Queue a QoS 1 publication without waiting for the broker. Posted while the broker
-        is down, it is published after reconnect; past ``OUTBOX_MESSAGES`` waiting the oldest
+        is down, it is published after reconnect; past :func:`outbox_capacity` waiting the oldest
         is dropped with a warning. A retained one replaces the payload of one still queued
         for its topic (only the newest state matters), so a burst of announcements, each
         changing the state, does not fill the outbox with states and push events out."""

@@ -17,6 +17,7 @@ chime. ``ttfa_ms`` then measures to the chime's first frame, and ``chime_gap_ms`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
@@ -37,12 +38,11 @@ from edgespeak.errors import (
 )
 from edgespeak.events import Event, Source
 from edgespeak.synthesis import Synthesizer
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.tts.fish_request import Overrides, audio_identity, tts_request
 
 log = logging.getLogger(__name__)
 Publish = Callable[[Event], None]
 PCM = AsyncGenerator[bytes, None]
-PROVIDER = "fish"
 
 
 @dataclass
@@ -55,27 +55,48 @@ class _Audio:
     reason: str | None = None  # why the fallback speaks
 
 
-def phrase_key(settings: Settings, endpoint: str, text: str, voice: str | None) -> str:
-    """The cache key of ``text`` spoken by the configured provider in ``voice``."""
-    tts = settings.tts
+def phrase_key(
+    settings: Settings,
+    endpoint: str,
+    text: str,
+    voice: str | None = None,
+    *,
+    request: dict[str, Any] | None = None,
+) -> str:
+    """The cache key of ``text`` spoken by the configured provider: in ``voice`` with the
+    ``[tts]`` settings, or exactly as ``request`` (a :func:`provider_request`) asks. Every
+    request field that changes the audio is part of it (prosody, reference audio, latency,
+    bitrate…; see :func:`edgespeak.tts.fish_request.audio_identity`)."""
+    request = request if request is not None else provider_request(settings, voice)
+    prosody, options = audio_identity(request)
     return cache_key(
-        provider=PROVIDER,
+        provider=settings.tts.provider,
         endpoint=endpoint,
-        model=tts.model,
-        voice=voice or tts.reference_id,
-        format=tts.format,
-        sample_rate=tts.rate_hz,
-        prosody=None,
+        model=settings.tts.model,
+        voice=request.get("reference_id"),
+        format=str(request.get("format")),
+        sample_rate=settings.tts.rate_hz,
+        prosody=prosody,
+        options=options,
         text=text,
     )
 
 
-def provider_request(settings: Settings, voice: str | None) -> dict[str, object]:
-    """The Fish TTSRequest for one announcement (shared/protocols.md §1)."""
-    tts = settings.tts
-    return fp.build_request(
-        format=tts.format, sample_rate=tts.sample_rate, reference_id=voice or tts.reference_id
+def provider_request(
+    settings: Settings, voice: str | None, overrides: Overrides | None = None
+) -> dict[str, Any]:
+    """The Fish TTSRequest for one announcement (shared/protocols.md §1): ``[tts]``, then
+    ``overrides``, then ``voice`` (a reference_id; None = the override's or ``[tts]``'s)."""
+    o = overrides or Overrides()
+    return tts_request(settings.tts, dataclasses.replace(o, voice=voice or o.voice))
+
+
+def announcement_request(settings: Settings, ann: Announcement) -> dict[str, Any]:
+    """The TTSRequest for ``ann``: its voice, speed, volume_db and latency over ``[tts]``."""
+    overrides = Overrides(
+        voice=ann.voice, speed=ann.speed, volume_db=ann.volume_db, latency=ann.latency
     )
+    return provider_request(settings, None, overrides)
 
 
 class Speaker:
@@ -113,7 +134,8 @@ class Speaker:
         """
         if ann.sound is not None:
             return await self._play_sound(ann, ann.sound)
-        key = phrase_key(self._settings, self._endpoint, ann.text, ann.voice)
+        request = announcement_request(self._settings, ann)
+        key = phrase_key(self._settings, self._endpoint, ann.text, request=request)
         # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
         cached = await asyncio.to_thread(self._cache.get, key) if self._cache else None
         source: Source = "cache" if cached is not None else "stream"
@@ -125,7 +147,7 @@ class Speaker:
             if cached is not None:
                 audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
             else:
-                audio = await self._stream_or_fallback(ann, key)
+                audio = await self._stream_or_fallback(ann, key, request)
             source = audio.source
             playback = await self._play(ann, audio, after=chime)
         except EdgespeakError as exc:
@@ -186,16 +208,16 @@ class Speaker:
         self._publish(event)
         return event
 
-    async def _stream_or_fallback(self, ann: Announcement, key: str) -> _Audio:
-        """The provider's PCM once its first chunk is in; else the fallback engine's.
+    async def _stream_or_fallback(
+        self, ann: Announcement, key: str, request: dict[str, Any]
+    ) -> _Audio:
+        """The provider's PCM for ``request`` once its first chunk is in; else the fallback
+        engine's.
 
         Raises the provider's error (TtsError, AudioFormatError) when there is no fallback,
         with the fallback's reason added when it failed too.
         """
-        voice = ann.voice or self._settings.tts.reference_id
-        flight = self._synth.flight(
-            key, ann.text, provider_request(self._settings, ann.voice), voice=voice
-        )
+        flight = self._synth.flight(key, ann.text, request, voice=request.get("reference_id"))
         pcm = flight.follow()
         timeout_s = self._settings.tts.first_audio_timeout_ms / 1000
         try:

@@ -20,7 +20,7 @@ from typing import Any
 from edgespeak.audio.formats import make_decoder
 from edgespeak.cache import CacheWriter, PhraseCache
 from edgespeak.errors import TtsProtocolError, TtsUnavailable
-from edgespeak.tts.fish import FishLiveClient
+from edgespeak.tts.provider import TtsClient
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class Flight:
 class Synthesizer:
     """Starts or joins provider flights; ``flights`` holds those under way, by cache key."""
 
-    def __init__(self, tts: FishLiveClient, fmt: str, rate_hz: int, cache: PhraseCache | None):
+    def __init__(self, tts: TtsClient, fmt: str, rate_hz: int, cache: PhraseCache | None):
         self._tts = tts
         self._format = fmt
         self._rate_hz = rate_hz
@@ -100,7 +100,8 @@ class Synthesizer:
     ) -> Flight:
         """The flight for ``key``: the one under way, else a new provider session for ``text``.
 
-        ``request``: the Fish TTSRequest fields; ``voice`` is recorded in the cache index.
+        ``request``: the provider request (:func:`edgespeak.speaker.provider_request`);
+        ``voice`` is recorded in the cache index.
         ``keep``: run to the end even if nobody follows (cache filling). Joining a flight
         started without ``keep`` with ``keep=True`` upgrades it.
         """

@@ -26,7 +26,7 @@ from edgespeak.config import Phrase, Settings
 from edgespeak.errors import CacheError, EdgespeakError, TtsUnavailable
 from edgespeak.speaker import phrase_key, provider_request
 from edgespeak.synthesis import Synthesizer
-from edgespeak.tts.fish import FishLiveClient
+from edgespeak.tts.provider import TtsClient
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class PhraseWarmer:
         why = "is disabled" if not self._cache.usable else "did not store it"
         return WarmResult(phrase, "failed", CacheError(f"synthesised, but the phrase cache {why}"))
 
-    async def run(self, tts: FishLiveClient) -> None:
+    async def run(self, tts: TtsClient) -> None:
         """Daemon task: pin, warm until every phrase is stored, then again after each outage.
 
         Phrases the provider refuses (unknown voice, 401…) are logged and left until the next

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
 import ormsgpack
 from aiohttp import web
 
+from edgespeak.config import ServerConfig
+from edgespeak.server.app import build_app
 from edgespeak.stack import free_port
 from edgespeak.tts.fish_protocol import LIVE_PATH, split_first_sentence
 
@@ -22,27 +27,8 @@ async def serving_live(handle: Handler) -> AsyncIterator[str]:
     and stops the server afterwards."""
     app = web.Application()
     app.router.add_get(LIVE_PATH, handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
-    finally:
-        await runner.cleanup()
-
-
-@contextlib.asynccontextmanager
-async def serving_app(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port); yields the ws:// URL of its Fish live path."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app) as url:
+        yield url
 
 
 async def server_audio(url: str, text: str, *, fmt: str, rate: int | None) -> bytes:
@@ -73,3 +59,53 @@ def snr_db(reference: bytes, test: bytes) -> float:
     out = np.frombuffer(test, dtype="<i2").astype(np.float64)
     noise = np.sum((ref - out) ** 2)
     return float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-9)))
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields the ws:// URL of its Fish live path
+    (its HTTP base is the same URL without the path) and stops the server afterwards."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
+    finally:
+        await runner.cleanup()
+
+
+class CountingServer:
+    """Our server (``build_app`` with ``ServerConfig(**options)``) recording every request it
+    gets: ``paths`` in order (each WebSocket handshake is one); :meth:`wait` waits on a
+    condition of them."""
+
+    def __init__(self, **options: Any) -> None:
+        self.app = build_app(ServerConfig(**options))
+        self.paths: list[str] = []
+        self._changed = asyncio.Condition()
+        self.app.middlewares.append(self._count)
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        async with self._changed:
+            self.paths.append(request.path)
+            self._changed.notify_all()
+        return await handler(request)
+
+    async def wait(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Return once ``predicate()`` holds; TimeoutError after ``timeout_s`` seconds."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(predicate)
+
+
+def espeak_pcm(text: str, voice: str = "en") -> bytes:
+    """What espeak-ng itself produces for ``text``: s16le mono PCM at 22050 Hz."""
+    out = subprocess.run(
+        ["espeak-ng", "--stdout", "-b", "1", "-v", voice],
+        input=text.encode(),
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert out[:4] == b"RIFF" and out[36:40] == b"data"
+    return out[44:]

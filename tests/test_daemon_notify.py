@@ -98,6 +98,21 @@ async def test_ready_degraded_when_the_provider_is_down_saying_why(
         await notify_socket.next("WATCHDOG")  # degraded is not unhealthy: it still speaks
 
 
+async def test_ready_degraded_says_the_key_was_refused_not_retrying(
+    stack: Stack, notify_socket: NotifySocket
+) -> None:
+    stack.tts.stop()
+    stack.tts.token = "sk-right-key"
+    stack.tts.start()
+    config = stack.config()
+    text = config.read_text().replace("[tts]\n", '[tts]\napi_key = "sk-wrong-key"\n', 1)
+    config.write_text(text + "[daemon]\nready_wait_s = 3.0\n")  # ample for the 401 to arrive
+    async with notified_daemon(stack, notify_socket, config):
+        ready = await notify_socket.next("READY")
+    assert ready["STATUS"].startswith("degraded: TTS provider refused: the API key was refused")
+    assert "retrying" not in ready["STATUS"] and "sk-" not in ready["STATUS"]
+
+
 async def test_a_wedged_audio_writer_stops_the_pings_until_it_recovers(
     paced_stack: Stack, notify_socket: NotifySocket, tmp_path: Path
 ) -> None:

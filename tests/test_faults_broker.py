@@ -34,7 +34,7 @@ import aiomqtt
 
 from edgespeak.config import Settings
 from edgespeak.events import Event
-from edgespeak.link import OUTBOX_MESSAGES, MqttLink, Route
+from edgespeak.link import OUTBOX_MESSAGES, MqttLink, Route, outbox_capacity
 from edgespeak.stack import STARTUP_S, Mosquitto
 from tests.conftest import Stack, Watcher, daemon_process, logged
 from tests.helpers import server_audio
@@ -272,3 +272,10 @@ async def test_queued_states_never_push_queued_events_out(broker: Mosquitto) -> 
     assert running.cancelled(), "the link must stop when cancelled"
     assert events == [f"e-{i}" for i in range(count)]
     assert states == [{"n": count * 3 - 1}]
+
+
+def test_the_outbox_holds_the_events_of_a_full_queue() -> None:
+    """A burst the queue accepts (received, playing, finished each) fits in the outbox: the
+    1,000-announcement soak lost events under load while the outbox was fixed at 1000."""
+    assert outbox_capacity(20) == OUTBOX_MESSAGES
+    assert outbox_capacity(1000) >= 3 * 1000 + 1

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import ormsgpack
 import pytest
 from aiohttp import WSMsgType, web
@@ -17,7 +19,9 @@ from edgespeak.config import ServerConfig
 from edgespeak.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.server.app import build_app
 from edgespeak.tts import fish_protocol as fp
+from edgespeak.tts.backoff import backoff_s
 from edgespeak.tts.fish import FishLiveClient
+from tests.helpers import CountingServer, server_audio
 
 KEY = "sk-live-4f9a1c0e7d"
 PCM = fp.build_request(format="pcm", sample_rate=22050, reference_id=None)
@@ -44,6 +48,7 @@ class Fake:
         self.headers: list[Any] = []
         self.received: list[tuple[int, Msg]] = []
         self.ready, self.closed = set[int](), set[int]()
+        self.at: list[float] = []  # loop time of each handshake
         self._changed = asyncio.Condition()
 
     def starts(self) -> list[int]:
@@ -59,6 +64,7 @@ class Fake:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.headers.append(request.headers)
+        self.at.append(asyncio.get_running_loop().time())
         n = len(self.headers)
         await self._note()
         if self.refuse:
@@ -274,3 +280,122 @@ async def test_consumer_stopping_early_closes_the_socket_and_prewarms_another() 
         assert client.warm
         assert await collect(client) == [b"one", b"two"]
         assert fake.starts() == [1, 2]
+
+
+# --- Refusals, faults and both connection lifetimes, against our own server's test switches ---
+
+
+async def test_a_refused_key_is_final_no_stream_connects_again() -> None:
+    server = CountingServer(test_refuse_status=401)
+    async with serving(server.app) as url, FishLiveClient(url, token=SecretStr(KEY)) as client:
+        await server.wait(lambda: len(server.paths) == 1)  # the warm-up was refused
+        for _ in range(3):
+            with pytest.raises(TtsRejected, match=r"API key was refused \(401\)") as info:
+                await collect(client)
+            assert info.value.status == 401 and KEY not in str(info.value)
+        assert client.refusal is not None and client.refusal.status == 401
+        assert not client.connecting and client.reachable is False and not client.warm
+        client.prewarm()  # asking again does not connect either
+        assert not client.connecting
+    assert server.paths == [fp.LIVE_PATH]  # one handshake in all
+
+
+async def test_out_of_credit_blocks_streams_without_handshakes_until_its_backoff_ends() -> None:
+    server = CountingServer(test_refuse_status=402)
+    async with serving(server.app) as url, FishLiveClient(url, reconnect_first_s=60) as client:
+        await server.wait(lambda: len(server.paths) == 1)
+        for _ in range(3):
+            with pytest.raises(
+                TtsRejected, match=r"out of credit \(402\); next attempt in"
+            ) as info:
+                await collect(client)
+            assert info.value.status == 402
+        assert client.connecting and client.refusal is None  # it will try again, later
+    assert len(server.paths) == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_rate_limit_and_server_errors_are_retried_with_growing_delays(status: int) -> None:
+    fake, first, cap = Fake(refuse=status), 0.05, 0.4
+    async with (
+        serving(fake) as url,
+        FishLiveClient(url, reconnect_first_s=first, reconnect_max_s=cap) as client,
+    ):
+        await fake.wait(lambda: len(fake.at) >= 6)  # the background loop keeps trying
+        gaps = [b - a for a, b in itertools.pairwise(fake.at[:6])]
+        # Each delay is at least half its ceiling (first, doubling, capped): never a hot loop.
+        floors = [min(cap, first * 2**n) / 2 for n in range(5)]
+        assert all(gap >= 0.9 * floor for gap, floor in zip(gaps, floors, strict=True)), gaps
+        with pytest.raises(TtsRejected if status == 429 else TtsUnavailable, match=str(status)):
+            await collect(client)
+        fake.refuse = 0
+        await asyncio.wait_for(client.wait_up(), 10)
+        assert await collect(client) == [b"one", b"two"]
+        assert client.reachable and client.refusal is None
+
+
+async def test_backoff_delays_grow_to_the_cap_with_jitter_and_never_below_half() -> None:
+    low = [backoff_s(n, first_s=0.5, max_s=30, rng=lambda: 0.0) for n in range(1, 10)]
+    high = [backoff_s(n, first_s=0.5, max_s=30, rng=lambda: 0.999999) for n in range(1, 10)]
+    assert low == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
+    assert [round(h, 3) for h in high] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert backoff_s(10_000, max_s=30, rng=lambda: 0.5) == 22.5  # no overflow far out
+
+
+@pytest.mark.parametrize("fault", ["error_before_audio", "error_after_audio"])
+async def test_a_session_ending_with_error_carries_the_servers_detail(fault: str) -> None:
+    server, chunks = CountingServer(test_session_fault=fault), []
+    async with serving(server.app) as url, FishLiveClient(url) as client:
+        with pytest.raises(TtsProtocolError) as info:
+            async for chunk in client.stream("Hello there. How are you?", PCM):
+                chunks.append(chunk)
+    assert f"test switch: {fault}" in str(info.value)
+    assert f"test_session_fault={fault!r}" in str(info.value) and "status=500" in str(info.value)
+    assert bool(chunks) == (fault == "error_after_audio")
+
+
+async def test_server_closing_mid_stream_is_unavailable_and_a_new_socket_is_warmed() -> None:
+    server, chunks = CountingServer(test_session_fault="close_after_audio"), []
+    async with serving(server.app) as url, FishLiveClient(url) as client:
+        with pytest.raises(TtsUnavailable, match="closed before 'finish'"):
+            async for chunk in client.stream("Hello there. How are you?", PCM):
+                chunks.append(chunk)
+        await server.wait(lambda: len(server.paths) == 2)  # pre-warmed at once
+    assert chunks and len(b"".join(chunks)) % 2 == 0
+
+
+@pytest.mark.parametrize("close", [False, True])
+async def test_our_server_in_both_lifetimes_serves_successive_streams(close: bool) -> None:
+    server = CountingServer(close_after_finish=close)
+    async with serving(server.app) as url, FishLiveClient(url) as client:
+        first = b"".join(await collect(client, "One."))
+        if close:  # the next connection is opened before it is asked for (and taken once up)
+            await server.wait(lambda: len(server.paths) == 2)
+        else:
+            assert client.warm  # the same socket, parked for the next session
+        second = b"".join(await collect(client, "Two. Three."))
+        handshakes = len(server.paths)
+        expected = [
+            await server_audio(url, t, fmt="pcm", rate=22050) for t in ("One.", "Two. Three.")
+        ]
+    assert [first, second] == expected and len(first) > 22050 // 4
+    assert handshakes == 1 if not close else handshakes in (2, 3)  # 3: pre-warmed after the 2nd
+
+
+async def test_a_refused_start_is_answered_once_and_the_socket_serves_the_next_session() -> None:
+    async with serving(build_app(ServerConfig())) as url, aiohttp.ClientSession() as http:
+        async with http.ws_connect(url) as ws:
+            mp3 = fp.build_request(format="mp3", sample_rate=None, reference_id=None)
+            for frame in (fp.start(mp3), fp.text("Hi."), fp.flush(), fp.stop()):
+                await ws.send_bytes(frame)
+            for frame in (fp.start(PCM), fp.text("Hi."), fp.stop()):
+                await ws.send_bytes(frame)
+            events = []
+            async for msg in ws:
+                body = ormsgpack.unpackb(msg.data)
+                events.append((body["event"], body.get("reason")))
+                if len([e for e in events if e[0] == "finish"]) == 2:
+                    break
+    finishes = [e for e in events if e[0] == "finish"]
+    assert finishes == [("finish", "error"), ("finish", "stop")]
+    assert events[0] == ("finish", "error") and ("audio", None) in events

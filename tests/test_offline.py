@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,23 +25,11 @@ from edgespeak.synthesis import Synthesizer
 from edgespeak.tts import fish_protocol as fp
 from edgespeak.tts.fish import FishLiveClient
 from tests.conftest import Stack, TtsServer, daemon_process, logged, watching
-from tests.helpers import server_audio, serving_live
+from tests.helpers import espeak_pcm, server_audio, serving_live
 
 DOOR = "Someone is at the front door."
 SMOKE = "Smoke detected in the kitchen. Please leave the house."
 WASHER = "The washing machine has finished. Please empty it."
-
-
-def espeak_pcm(text: str, voice: str = "en") -> bytes:
-    """What espeak-ng itself produces for ``text``: s16le mono PCM at 22050 Hz."""
-    out = subprocess.run(
-        ["espeak-ng", "--stdout", "-b", "1", "-v", voice],
-        input=text.encode(),
-        capture_output=True,
-        check=True,
-    ).stdout
-    assert out[:4] == b"RIFF" and out[36:40] == b"data"
-    return out[44:]
 
 
 @contextlib.asynccontextmanager

@@ -1,10 +1,14 @@
 """The local server's limits, seen by a plain aiohttp + ormsgpack client: connections past
 ``max_connections`` get HTTP 429, sessions past ``max_sessions`` end at once with a ``finish``
-error, text past ``max_text_chars`` ends its session, and each frees up for the next."""
+error, text past ``max_text_chars`` ends its session, and each frees up for the next. Cartesia's
+``/tts/websocket`` (plain JSON frames) counts in the same limits: a socket is a connection, a
+context a session."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +19,8 @@ from pydantic import SecretStr
 
 from edgespeak.config import ServerConfig
 from edgespeak.server.app import CAPACITY, build_app
+from edgespeak.tts import cartesia_protocol as cp
+from edgespeak.tts import fish_protocol as fp
 from tests.helpers import serving_app
 
 START = {"event": "start", "request": {"text": "", "format": "pcm", "sample_rate": 22050}}
@@ -112,3 +118,70 @@ async def test_a_missing_or_wrong_token_is_refused_before_counting() -> None:
             assert info.value.status == 401
         ws = await http.ws_connect(url, headers={"Authorization": "Bearer s3cret-token"})
         await ws.close()
+
+
+def cartesia_url(url: str) -> str:
+    """The Cartesia WebSocket of the server whose Fish live URL is ``url``."""
+    return url.removesuffix(fp.LIVE_PATH) + cp.WEBSOCKET_PATH
+
+
+async def say(ws: aiohttp.ClientWebSocketResponse, context_id: str, text: str, more: bool) -> None:
+    """One input of a Cartesia context (the transcript is spoken once ``more`` is False)."""
+    body = cp.generation_request(
+        context_id=context_id, model_id="sonic-2", voice_id="en", transcript=text,
+        sample_rate=22050, continue_=more, max_buffer_delay_ms=0,
+    )  # fmt: skip
+    await ws.send_str(json.dumps(body))
+
+
+async def ending(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The next ``done`` or ``error`` frame, whatever its context (chunks skipped)."""
+    async with asyncio.timeout(20):
+        async for frame in ws:
+            body = json.loads(frame.data)
+            if body["type"] in ("done", "error"):
+                return dict(body)
+    raise AssertionError("socket closed before done or error")
+
+
+async def test_cartesia_sockets_count_as_connections_with_fishs() -> None:
+    app = build_app(ServerConfig(max_connections=2))
+    async with serving_app(app) as url, aiohttp.ClientSession() as http:
+        fish, cartesia = await http.ws_connect(url), await http.ws_connect(cartesia_url(url))
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(cartesia_url(url))
+        assert info.value.status == 429
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await http.ws_connect(url)  # a Cartesia socket holds one of Fish's places too
+        assert info.value.status == 429
+        await cartesia.close()
+        again = await http.ws_connect(cartesia_url(url))  # the closed one's place is free
+        await say(again, "c1", "Hi.", False)
+        assert (await ending(again))["type"] == "done"
+        await again.close()
+        await fish.close()
+    assert app[CAPACITY].connections == 0
+
+
+async def test_cartesia_contexts_past_max_sessions_get_a_429_error_and_free_up() -> None:
+    app = build_app(ServerConfig(max_sessions=1))
+    async with serving_app(app) as url, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(cartesia_url(url))
+        await say(ws, "busy", "Still talking. ", True)  # open, not ended: a session held
+        await say(ws, "other", "Me too.", False)
+        refused = await ending(ws)
+        assert (refused["type"], refused["context_id"], refused["status_code"]) == (
+            "error", "other", 429,
+        )  # fmt: skip
+        assert refused["message"] == "server busy: 1 sessions running ([server] max_sessions)"
+        fish = await http.ws_connect(url)  # the limit is shared with Fish's sessions
+        await send(fish, START, {"event": "text", "text": "Hi."}, {"event": "stop"})
+        assert (await finish(fish))[0]["message"].startswith("server busy")
+        await ws.send_str(json.dumps({"context_id": "busy", "cancel": True}))
+        for context_id in ("later", "last"):  # freed by the cancel, then by 'done'
+            await say(ws, context_id, "Now me.", False)
+            done = await ending(ws)
+            assert (done["type"], done["context_id"]) == ("done", context_id), done
+        await ws.close()
+        await fish.close()
+    assert (app[CAPACITY].sessions, app[CAPACITY].connections) == (0, 0)

@@ -12,6 +12,7 @@ from typing import Protocol
 from edgespeak.errors import AudioFormatError
 
 SAMPLE_WIDTH = 2  # bytes per s16le sample
+PLAYABLE_FORMATS = ("pcm", "wav", "opus")  # the wire formats make_decoder can decode
 STREAMING_SIZE = 0xFFFFFFFF  # RIFF/data size placeholder of a WAV whose length is not known yet
 
 
@@ -142,4 +143,6 @@ def make_decoder(format: str, rate_hz: int) -> PcmDecoder:
         from edgespeak.audio.opus import OggOpusDecoder
 
         return OggOpusDecoder()
-    raise AudioFormatError(f"format {format!r} cannot be played; use pcm, wav or opus")
+    raise AudioFormatError(
+        f"format {format!r} cannot be played; use one of {', '.join(PLAYABLE_FORMATS)}"
+    )

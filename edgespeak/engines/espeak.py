@@ -19,6 +19,7 @@ from edgespeak.audio.formats import WavStreamDecoder
 from edgespeak.errors import TtsError, TtsProtocolError
 
 ESPEAK_RATE_HZ = 22050
+ESPEAK_WPM = 175  # espeak-ng's default speaking rate, words per minute
 READ_BYTES = 4096
 
 
@@ -112,15 +113,20 @@ class EspeakEngine:
             raise EngineError(f"unknown voice {voice!r}; see `espeak-ng --voices` for the list")
         return voice
 
-    async def synthesize(self, text: str, voice: str | None = None) -> AsyncGenerator[bytes, None]:
+    async def synthesize(
+        self, text: str, voice: str | None = None, *, speed: float = 1.0
+    ) -> AsyncGenerator[bytes, None]:
         """Yield bytes of s16le mono PCM at 22050 Hz for ``text``, as espeak-ng produces them.
 
+        ``speed``: speaking-rate multiplier (``-s`` = 175 words per minute times speed; at 1.0 no
+        ``-s`` is passed, so the output is exactly espeak-ng's default).
         Raises EngineError when espeak-ng fails (e.g. an unknown voice), with its message.
         The process is killed if the consumer stops early.
         """
         voice = self.check_voice(voice) if voice else self.voice
+        rate = ["-s", str(round(ESPEAK_WPM * speed))] if speed != 1.0 else []
         proc = await asyncio.create_subprocess_exec(
-            self._binary, "--stdout", "-b", "1", "-v", voice,
+            self._binary, "--stdout", "-b", "1", "-v", voice, *rate,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

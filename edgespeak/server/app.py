@@ -4,15 +4,17 @@ Protocol as in shared/protocols.md §1: per session ``start`` → ``text``* / ``
 ``stop``; the server answers ``audio``* then exactly one ``finish``. Several sessions may follow
 one another on one connection unless ``close_after_finish`` is set (the official cloud's
 documented behaviour), so clients can be tested against both. Messages are handled in order by
-one worker per connection while a reader keeps receiving (pings, close).
+one worker per connection while a reader keeps receiving (pings, close). The ``[server]
+test_*`` switches (off by default) refuse handshakes or spoil sessions on purpose, so clients
+meet real refusals end to end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -22,8 +24,13 @@ from edgespeak.engines.espeak import EngineError, EspeakEngine
 from edgespeak.errors import EdgespeakError
 from edgespeak.notify import Notifier, watchdog_loop
 from edgespeak.server.capacity import Capacity
+from edgespeak.server.cartesia import CartesiaHandler
+from edgespeak.server.http_tts import add_http_tts
 from edgespeak.server.models import add_model_routes, espeak_voices
 from edgespeak.server.output import OutputStream, UnsupportedRequest
+from edgespeak.server.refusals import refusal_response
+from edgespeak.server.request import parse_request
+from edgespeak.tts import cartesia_protocol as cp
 from edgespeak.tts import fish_protocol as fp
 
 log = logging.getLogger(__name__)
@@ -41,14 +48,37 @@ _FAILED = _Failed()
 
 
 class SessionError(Exception):
-    """A session must end with ``finish`` reason ``error`` and this message."""
+    """A session must end with ``finish`` reason ``error``, this message and ``extra`` keys."""
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class _CloseSocket(Exception):
+    """Close the WebSocket now, without ``finish`` (test switch ``close_after_audio``)."""
 
 
 class _Session:
-    """One start…stop session's state."""
+    """One start…stop session's state. ``first_audio_ms``: milliseconds from handling its
+    ``start`` to its first ``audio`` sent (the server's own time to first audio; logged at the
+    end of the session, read by bench/stream.py), None before."""
 
     def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
-        self.voice = request.get("reference_id") or None
+        self.started_at = time.monotonic()
+        self.first_audio_ms: float | None = None
+        try:
+            spec = parse_request(request)
+            self.output = OutputStream(
+                spec.format,
+                spec.sample_rate,
+                engine.rate_hz,
+                spec.opus_bitrate,
+                gain_db=spec.volume_db,
+            )
+        except UnsupportedRequest as exc:
+            raise SessionError(str(exc)) from None
+        self.voice = spec.voice
         if self.voice is not None:  # refused at 'start', before any text is buffered
             try:
                 engine.check_voice(str(self.voice))
@@ -57,17 +87,16 @@ class _Session:
                     f"unknown voice {self.voice!r} (`edgespeak voices list` or GET /model "
                     "lists this server's voices)"
                 ) from None
-        try:
-            self.output = OutputStream(
-                str(request.get("format", "mp3")),
-                request.get("sample_rate"),
-                engine.rate_hz,
-                request.get("opus_bitrate", -1000),
-            )
-        except UnsupportedRequest as exc:
-            raise SessionError(str(exc)) from None
+        self.speed = spec.speed
         self.buffer = ""
         self.chars = 0
+        self.sent_audio = False
+
+    def note_audio(self) -> None:
+        """Note that an ``audio`` event went out (the first one sets ``first_audio_ms``)."""
+        self.sent_audio = True
+        if self.first_audio_ms is None:
+            self.first_audio_ms = (time.monotonic() - self.started_at) * 1000
 
 
 class LiveHandler:
@@ -79,24 +108,19 @@ class LiveHandler:
         self._engine = engine
         self._capacity = capacity
 
-    def _authorised(self, request: web.Request) -> bool:
-        if self._config.token is None:
-            return True
-        expected = f"Bearer {self._config.token.get_secret_value()}"
-        return hmac.compare_digest(request.headers.get("Authorization", ""), expected)
+    @property
+    def engine(self) -> EspeakEngine:
+        """The engine every session speaks with."""
+        return self._engine
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to a WebSocket (401 without the right bearer token, 429 when
         ``max_connections`` are open) and serve sessions."""
-        if not self._authorised(request):
-            raise web.HTTPUnauthorized(text="invalid or missing bearer token")
-        if not self._capacity.connect():
-            log.warning("refused a connection: %s", self._capacity.connections_full())
-            raise web.HTTPTooManyRequests(text=self._capacity.connections_full())
-        try:
+        if (refused := refusal_response(self._config, request)) is not None:
+            return refused
+        with self._capacity.connection():
+            log.debug("handshake for model %r", request.headers.get("model"))
             return await self._serve(request)
-        finally:
-            self._capacity.disconnect()
 
     async def _serve(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
@@ -122,17 +146,23 @@ class LiveHandler:
         try:
             while (item := await inbox.get()) is not _END:
                 assert isinstance(item, bytes)
-                before, msg = session, None
+                before, event = session, None
                 try:
                     msg = fp.decode(item)
+                    event = msg.event
                     session = await self._step(ws, session, msg)
                     finished = isinstance(before, _Session) and session is None
+                except _CloseSocket:
+                    log.warning("closing the socket mid-session (test switch)")
+                    await ws.close()
+                    return
                 except (SessionError, EdgespeakError) as exc:
                     log.warning("session failed: %s", exc)
-                    await ws.send_bytes(fp.finish("error", message=str(exc)))
-                    # The client may still send the rest of this session (a refused 'start'
-                    # included): swallow it up to its 'stop', which gets no second finish.
-                    opened = before is not None or (msg is not None and msg.event == "start")
+                    extra = exc.extra if isinstance(exc, SessionError) else {}
+                    await ws.send_bytes(fp.finish("error", message=str(exc), **extra))
+                    # The client may still send the rest of this session (also when its
+                    # 'start' was refused); swallow it up to 'stop'.
+                    opened = before is not None or event == "start"
                     session, finished = (_FAILED if opened else None), True
                 if isinstance(before, _Session) and session is not before:
                     self._capacity.end_session()
@@ -189,8 +219,14 @@ class LiveHandler:
                 tail = session.output.close()
                 if tail:
                     await ws.send_bytes(fp.audio(tail))
+                    session.note_audio()
                 await ws.send_bytes(fp.finish("stop"))
-                log.info("session finished: %d characters", session.chars)
+                first = session.first_audio_ms
+                log.info(
+                    "session finished: %d characters, first audio after %s ms",
+                    session.chars,
+                    "-" if first is None else f"{first:.2f}",
+                )
                 return None
             case _:
                 log.debug("ignoring unknown event %r", msg.event)
@@ -200,14 +236,27 @@ class LiveHandler:
         text, session.buffer = session.buffer.strip(), ""
         if not text:
             return
-        async for pcm in self._engine.synthesize(text, session.voice):
-            encoded = session.output.write(pcm)
-            if encoded:
-                await ws.send_bytes(fp.audio(encoded))
+        fault = self._config.test_session_fault
+        if fault == "error_before_audio" and not session.sent_audio:
+            raise SessionError(f"test switch: {fault}", test_session_fault=fault, status=500)
+        speech = self._engine.synthesize(text, session.voice, speed=session.speed)
+        async with contextlib.aclosing(speech):
+            async for pcm in speech:
+                encoded = session.output.write(pcm)
+                if encoded:
+                    await ws.send_bytes(fp.audio(encoded))
+                    session.note_audio()
+                    if fault == "error_after_audio":
+                        raise SessionError(
+                            f"test switch: {fault}", test_session_fault=fault, status=500
+                        )
+                    if fault == "close_after_audio":
+                        raise _CloseSocket
 
 
 def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
-    """The aiohttp application serving ``/v1/tts/live`` and the voice list ``/model``."""
+    """The aiohttp application serving ``/v1/tts/live``, Cartesia's ``/tts/websocket``,
+    ``POST /v1/tts`` and the voice list ``/model``."""
     engine = engine or EspeakEngine(voice=config.voice)
     capacity = Capacity(config.max_connections, config.max_sessions)
     handler = LiveHandler(config, engine, capacity)
@@ -215,6 +264,8 @@ def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.A
     app[CAPACITY] = capacity
     app.router.add_get(fp.LIVE_PATH, handler.handle)
     add_model_routes(app, config, espeak_voices(engine.voice_list))  # GET /model[/{id}]
+    add_http_tts(app, config, handler.engine)
+    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engine, capacity).handle)
     return app
 
 

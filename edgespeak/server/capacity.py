@@ -9,7 +9,14 @@ client can act on (fall back), instead of letting everyone's time to first audio
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +38,19 @@ class Capacity:
     def disconnect(self) -> None:
         """A counted connection closed."""
         self.connections -= 1
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[None]:
+        """Count a connection for the ``with`` block. Raises web.HTTPTooManyRequests (429,
+        :meth:`connections_full` as its text; logged at WARNING) when ``max_connections`` are
+        open, before the block runs."""
+        if not self.connect():
+            log.warning("refused a connection: %s", self.connections_full())
+            raise web.HTTPTooManyRequests(text=self.connections_full())
+        try:
+            yield
+        finally:
+            self.disconnect()
 
     def begin_session(self) -> bool:
         """Count a new session; False (not counted) when ``max_sessions`` are running."""

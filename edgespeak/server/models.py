@@ -14,7 +14,6 @@ built from :class:`LocalVoice` records, so engines other than espeak-ng (Piper) 
 from __future__ import annotations
 
 import datetime
-import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from aiohttp import web
 
 from edgespeak.config import ServerConfig
 from edgespeak.engines.espeak import EspeakVoice
+from edgespeak.server.refusals import error_response, refusal_response
 
 MODELS_PATH = "/model"
 DEFAULT_PAGE_SIZE = 10  # the SDK's default
@@ -64,25 +64,17 @@ def language_matches(wanted: str, languages: Sequence[str]) -> bool:
 
 
 class ModelsHandler:
-    """Serves the voice list; ``config.token`` guards it like ``/v1/tts/live``.
+    """Serves the voice list, refused like ``/v1/tts/live`` (:func:`refusal_response`).
 
     ``served_since``: ISO 8601 time used as every voice's ``created_at``/``updated_at`` (the
     local voices carry no dates of their own).
     """
 
     def __init__(self, config: ServerConfig, voices: Sequence[LocalVoice]) -> None:
-        self._token = config.token
+        self._config = config
         self._voices = list(voices)
         self._by_id = {v.id: v for v in self._voices}
         self.served_since = datetime.datetime.now(datetime.UTC).isoformat()
-
-    def _refusal(self, request: web.Request) -> web.Response | None:
-        if self._token is None:
-            return None
-        expected = f"Bearer {self._token.get_secret_value()}"
-        if hmac.compare_digest(request.headers.get("Authorization", ""), expected):
-            return None
-        return _error(401, "invalid or missing bearer token")
 
     async def list(self, request: web.Request) -> web.Response:
         """``GET /model``: ``{total, items}`` of the voices matching every filter given.
@@ -94,14 +86,14 @@ class ModelsHandler:
         ``title_language`` are accepted and ignored: voices keep the engine's order.
         400 for a bad page number or size.
         """
-        if (refused := self._refusal(request)) is not None:
+        if (refused := refusal_response(self._config, request)) is not None:
             return refused
         query = request.query
         try:
             size = _positive(query, "page_size", DEFAULT_PAGE_SIZE)
             page = _positive(query, "page_number", 1)
         except ValueError as exc:
-            return _error(400, str(exc))
+            return error_response(400, str(exc))
         languages = query.getall("language", [])
         tags = {t.lower() for t in query.getall("tag", [])}
         title = query.get("title", "").lower()
@@ -121,12 +113,12 @@ class ModelsHandler:
 
     async def get(self, request: web.Request) -> web.Response:
         """``GET /model/{id}``: the voice, or 404 ``{status, message}``."""
-        if (refused := self._refusal(request)) is not None:
+        if (refused := refusal_response(self._config, request)) is not None:
             return refused
         voice_id = request.match_info["id"]
         voice = self._by_id.get(voice_id)
         if voice is None:
-            return _error(404, f"unknown voice {voice_id!r}")
+            return error_response(404, f"unknown voice {voice_id!r}")
         return web.json_response(self._json(voice))
 
     def _json(self, v: LocalVoice) -> dict[str, Any]:
@@ -167,10 +159,6 @@ def _positive(query: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a whole number >= 1, not {raw!r}")
     return value
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"status": status, "message": message}, status=status)
 
 
 def add_model_routes(

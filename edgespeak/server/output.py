@@ -12,6 +12,7 @@ import soxr
 
 from edgespeak.audio.formats import wav_header
 from edgespeak.audio.opus import OPUS_RATE_HZ, OggOpusEncoder
+from edgespeak.tts import fish_protocol as fp
 
 FORMATS = ("pcm", "wav", "opus")
 DEFAULT_RATE_HZ = 44100  # Fish: sample_rate null → 44100
@@ -28,18 +29,12 @@ class UnsupportedRequest(ValueError):
 
 
 def opus_bitrate_bps(value: object) -> int | None:
-    """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000).
-
-    The SDK sends kbps (24, 32, 48, 64), the docs bps (24000…64000); both are accepted.
-    Raises UnsupportedRequest for anything else.
-    """
-    if value is None or value == -1000:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        bps = value * 1000 if value <= 512 else value
-        if 6000 <= bps <= 510000:
-            return bps
-    raise UnsupportedRequest(f"opus_bitrate {value!r} is not -1000, kbps or bps")
+    """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000); see
+    :func:`edgespeak.tts.fish_protocol.opus_bitrate_bps`. Raises UnsupportedRequest."""
+    try:
+        return fp.opus_bitrate_bps(value)
+    except ValueError as exc:
+        raise UnsupportedRequest(str(exc)) from None
 
 
 class OutputStream:
@@ -47,6 +42,7 @@ class OutputStream:
 
     ``in_rate_hz``: the engine's rate. Input: bytes of s16le mono PCM at that rate.
     Output of :meth:`write`/:meth:`close`: wire bytes of ``format`` at :attr:`rate_hz`.
+    ``gain_db``: gain applied first (Fish ``prosody.volume``), clipped to 16 bits.
     Raises UnsupportedRequest for an unknown format, a bad rate or bitrate.
     """
 
@@ -56,6 +52,8 @@ class OutputStream:
         sample_rate: object,
         in_rate_hz: int,
         opus_bitrate: object = -1000,
+        *,
+        gain_db: float = 0.0,
     ) -> None:
         if format not in FORMATS:
             raise UnsupportedRequest(
@@ -76,6 +74,7 @@ class OutputStream:
             else:
                 raise UnsupportedRequest(f"sample_rate {sample_rate!r} is not 8000..192000 Hz")
             header = wav_header(rate) if format == "wav" else b""
+        self._gain = 10 ** (gain_db / 20) if gain_db else None
         self._pending_header = header  # sent in front of the first bytes out
         self.format = format
         self.rate_hz = rate
@@ -92,6 +91,9 @@ class OutputStream:
 
     def write(self, pcm: bytes) -> bytes:
         """Encode bytes of s16le mono PCM at the engine rate; may return b"" while buffering."""
+        if self._gain is not None:
+            louder = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * self._gain
+            pcm = np.clip(np.rint(louder), -32768, 32767).astype("<i2").tobytes()
         if self._resampler is not None:
             samples = np.frombuffer(pcm, dtype="<i2")
             pcm = self._resampler.resample_chunk(samples, last=False).astype("<i2").tobytes()

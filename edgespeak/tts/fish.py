@@ -5,6 +5,11 @@ alive with WebSocket pings. After a session's ``finish`` the socket is reused if
 it open; if the server closed it (the documented cloud behaviour) a new one is opened at once,
 so the next announcement does not wait for a handshake. There is no cancel event: abandoning a
 stream closes its socket, and a fresh one is pre-warmed.
+
+Failed handshakes are handled by :class:`~edgespeak.tts.connect.Connector` (the policy both
+provider clients share, see there): 401/403 are final and fail every stream at once;
+402/429/4xx block streams for a growing backoff while a background task retries; network
+errors and 5xx are retried in the background while each stream still tries at once.
 """
 
 from __future__ import annotations
@@ -17,26 +22,15 @@ from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_never,
-    wait_random_exponential,
-)
 
-from edgespeak.errors import TtsError, TtsProtocolError, TtsRejected, TtsUnavailable
+from edgespeak.errors import TtsProtocolError, TtsUnavailable
 from edgespeak.tts import fish_protocol as fp
+from edgespeak.tts.connect import STALL_TIMEOUT_S, ConnectedClient, Connector
 
 log = logging.getLogger(__name__)
 
 _CLOSED = object()  # reader → session: the socket is gone
-STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
-_REFUSALS = {
-    401: "the API key was refused (401); fix [tts] api_key",
-    402: "the account is out of credit (402)",
-    429: "rate or concurrency limit reached (429)",
-}
+MAX_DETAIL_CHARS = 300  # of a finish error's extra keys, in the exception message
 
 
 class _Connection:
@@ -72,15 +66,12 @@ class _Connection:
             await self.reader
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, TtsUnavailable) or (isinstance(exc, TtsRejected) and exc.status == 429)
-
-
-class FishLiveClient:
+class FishLiveClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/v1/tts/live``) and yields the audio bytes back.
 
     ``token``: bearer API key (never logged). ``model``: the ``model`` handshake header.
-    Timeouts are in seconds. Use as ``async with FishLiveClient(...) as client``.
+    Timeouts are in seconds; ``reconnect_first_s``/``reconnect_max_s`` bound the backoff
+    between failed connection attempts. Use as ``async with FishLiveClient(...) as client``.
     """
 
     def __init__(
@@ -93,130 +84,49 @@ class FishLiveClient:
         first_audio_timeout_s: float = 10.0,
         heartbeat_s: float = 20.0,
         reconnect_max_s: float = 30.0,
+        reconnect_first_s: float = 0.5,
     ) -> None:
         self.url = url
         self._token = token
         self._model = model
-        self._connect_timeout_s = connect_timeout_s
         self._first_audio_timeout_s = first_audio_timeout_s
-        self._heartbeat_s = heartbeat_s
-        self._reconnect_max_s = reconnect_max_s
-        self._http: aiohttp.ClientSession | None = None
+        self._connector = Connector(
+            url,
+            self._warm_once,
+            timeout_s=connect_timeout_s,
+            heartbeat_s=heartbeat_s,
+            first_s=reconnect_first_s,
+            max_s=reconnect_max_s,
+            log=log,
+        )
         self._conn: _Connection | None = None
-        self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._closing = False
         self._sessions = 0  # sessions running now
-        self._up = asyncio.Event()  # the last connection attempt succeeded
-        self._down = asyncio.Event()  # the last connection attempt failed
-
-    async def __aenter__(self) -> FishLiveClient:
-        self._http = aiohttp.ClientSession()
-        self.prewarm()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._closing = True
-        if self._warming is not None:
-            self._warming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._warming  # _keep_warm never raises anything else
-        if self._conn is not None:
-            await self._conn.close()
-        if self._http is not None:
-            await self._http.close()
 
     @property
     def warm(self) -> bool:
         """True while an open connection is waiting for the next session."""
         return self._conn is not None and self._conn.alive
 
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the last connection attempt succeeded; None before the first one."""
-        if self._up.is_set():
-            return True
-        return False if self._down.is_set() else None
+    async def _close_sockets(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
 
-    async def wait_up(self) -> None:
-        """Return once a connection attempt has succeeded (at once if the last one did)."""
-        await self._up.wait()
-
-    async def wait_back_up(self) -> None:
-        """Return once a connection succeeds after one failed (an outage ended)."""
-        await self._down.wait()
-        await self._up.wait()
-
-    def _mark(self, up: bool) -> None:
-        was = self.reachable
-        (self._up if up else self._down).set()
-        (self._down if up else self._up).clear()
-        if was is False and up:
-            log.info("TTS provider %s reachable again", self.url)
-
-    def prewarm(self) -> None:
-        """Open a connection in the background (retrying with jittered capped backoff)."""
-        if not self._closing and (self._warming is None or self._warming.done()):
-            self._warming = asyncio.create_task(self._keep_warm())
-
-    async def _keep_warm(self) -> None:
-        """Connect unless warm or a session is running; retry unreachable/429 with backoff.
-
-        Logs the first failure at WARNING and repeats at DEBUG; gives up (logged at ERROR) on
-        a refusal that retrying cannot fix (401, 402, other 4xx). Never raises.
-        """
-        attempt = 0
-        try:
-            async for retry in AsyncRetrying(
-                retry=retry_if_exception(_retryable),
-                wait=wait_random_exponential(multiplier=0.5, max=self._reconnect_max_s),
-                stop=stop_never,
-                reraise=True,
-                before_sleep=self._log_retry,
-            ):
-                with retry:
-                    attempt += 1
-                    async with self._lock:
-                        # A running session has its own connection; parking a second one
-                        # now could leak it. The session pre-warms again when it ends.
-                        if not self.warm and self._sessions == 0:
-                            self._conn = await self._connect()
-        except TtsError as exc:
-            log.error("not retrying the TTS connection: %s", exc)
-            return
-        if attempt > 1:
-            log.info("TTS provider connection warm again after %d attempts", attempt)
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        level = logging.WARNING if state.attempt_number == 1 else logging.DEBUG
-        log.log(level, "TTS provider not reachable (attempt %d): %s", state.attempt_number, exc)
+    async def _warm_once(self) -> bool:
+        """The background step: connect unless warm, finally refused, or a session is running
+        (False: done; TtsError: failed, noted by the connector, which tries again)."""
+        async with self._lock:
+            # A running session has its own connection; parking a second one
+            # now could leak it. The session pre-warms again when it ends.
+            if self._connector.refusal is None and not self.warm and self._sessions == 0:
+                self._conn = await self._connect()
+        return False
 
     async def _connect(self) -> _Connection:
-        assert self._http is not None, "use FishLiveClient as an async context manager"
         headers = {"model": self._model}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                ws = await self._http.ws_connect(
-                    self.url,
-                    headers=headers,
-                    heartbeat=self._heartbeat_s,
-                    max_msg_size=16 * 1024 * 1024,
-                )
-        except aiohttp.WSServerHandshakeError as exc:
-            if exc.status in _REFUSALS:
-                raise TtsRejected(_REFUSALS[exc.status], exc.status) from None
-            self._mark(up=False)
-            if exc.status >= 500:
-                raise TtsUnavailable(f"server error {exc.status} on handshake") from None
-            raise TtsRejected(f"handshake refused with {exc.status}", exc.status) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._mark(up=False)
-            reason = str(exc) or type(exc).__name__
-            raise TtsUnavailable(f"cannot connect to {self.url}: {reason}") from None
-        self._mark(up=True)
+        ws = await self._connector.open(headers)
         return _Connection(ws, self._closed_while_idle)
 
     def _closed_while_idle(self, conn: _Connection) -> None:
@@ -227,6 +137,7 @@ class FishLiveClient:
     async def _take(self) -> _Connection:
         """The warm connection (waiting for a handshake under way), or a fresh one now."""
         async with self._lock:
+            self._connector.check()
             conn, self._conn = self._conn, None
             if conn is not None and conn.alive:
                 return conn
@@ -239,8 +150,9 @@ class FishLiveClient:
 
         Sends ``start``, the first sentence, ``flush``, the rest, ``stop``; ends at ``finish``.
         Raises TtsUnavailable (unreachable, no first audio in time, dropped mid-stream),
-        TtsRejected (401/402/429 handshake), TtsProtocolError (``finish`` with ``error``,
-        undecodable frames). If the consumer stops early the socket is closed (no cancel event
+        TtsRejected (a refused handshake, now or standing: see :mod:`~edgespeak.tts.connect`),
+        TtsProtocolError (``finish`` with ``error``, its detail in the message; undecodable
+        frames). If the consumer stops early the socket is closed (no cancel event
         exists) and a new one is pre-warmed.
         """
         first, rest = fp.split_first_sentence(text)
@@ -313,8 +225,8 @@ class FishLiveClient:
             elif msg.event == "finish":
                 if msg.body.get("reason") == "stop":
                     return
-                extra = {k: v for k, v in msg.body.items() if k not in ("event", "reason")}
-                detail = extra.pop("message", None) or extra or "no detail given"
+                detail = _error_detail(msg.body)
+                log.warning("provider ended the session with an error: %s", detail)
                 raise TtsProtocolError(f"provider ended the session with an error: {detail}")
             elif msg.event == "log":
                 log.debug("provider log: %s", msg.body.get("message"))
@@ -324,3 +236,16 @@ class FishLiveClient:
 
 class _StaleConnection(Exception):
     """The socket closed before any audio: safe to retry the session on a fresh connection."""
+
+
+def _error_detail(body: dict[str, Any]) -> str:
+    """Whatever a ``finish`` with reason ``error`` carried besides ``event`` and ``reason``
+    (Fish documents none): its ``message`` first, then the other keys, shortened."""
+    extra = {k: v for k, v in body.items() if k not in ("event", "reason")}
+    message = extra.pop("message", None)
+    parts = [str(message)] if message not in (None, "") else []
+    parts += [f"{k}={v!r}" for k, v in sorted(extra.items(), key=lambda kv: str(kv[0]))]
+    detail = "; ".join(parts) or "no detail given"
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[: MAX_DETAIL_CHARS - 1] + "…"
+    return detail

@@ -50,6 +50,21 @@ def build_request(
     return request
 
 
+def opus_bitrate_bps(value: object) -> int | None:
+    """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000).
+
+    The SDK sends kbps (24, 32, 48, 64), the docs bps (24000…64000); both are accepted
+    (shared/protocols.md §1). Raises ValueError for anything else.
+    """
+    if value is None or value == -1000:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        bps = value * 1000 if value <= 512 else value
+        if 6000 <= bps <= 510000:
+            return bps
+    raise ValueError(f"opus_bitrate {value!r} is not -1000, kbps or bps")
+
+
 def start(request: dict[str, Any]) -> bytes:
     """Encode ``{"event": "start", "request": request}``."""
     return ormsgpack.packb({"event": "start", "request": request})
