@@ -62,15 +62,16 @@ def snr_db(reference: bytes, test: bytes) -> float:
 
 
 @contextlib.asynccontextmanager
-async def serving_app(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port); yields the ws:// URL of its Fish live path
-    (its HTTP base is the same URL without the path) and stops the server afterwards."""
+async def serving_app(app: web.Application, path: str = LIVE_PATH) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields the ws:// URL of ``path`` (default the
+    Fish live path; its HTTP base is the same URL without the path) and stops the server
+    afterwards."""
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"ws://127.0.0.1:{port}{LIVE_PATH}"
+        yield f"ws://127.0.0.1:{port}{path}"
     finally:
         await runner.cleanup()
 

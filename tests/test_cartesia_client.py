@@ -18,7 +18,7 @@ from edgespeak.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.server.app import build_app
 from edgespeak.tts import cartesia_protocol as cp
 from edgespeak.tts.cartesia import CartesiaClient
-from tests.helpers import CountingServer, espeak_pcm
+from tests.helpers import CountingServer, espeak_pcm, serving_app
 
 KEY = "sk_car_5e2a9d41c7"
 WS, Msg = web.WebSocketResponse, dict[str, Any]
@@ -96,15 +96,8 @@ async def serving(target: Fake | web.Application) -> AsyncIterator[str]:
     if isinstance(target, Fake):
         app = web.Application()
         app.router.add_get(cp.WEBSOCKET_PATH, target.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"ws://127.0.0.1:{port}{cp.WEBSOCKET_PATH}"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app, cp.WEBSOCKET_PATH) as url:
+        yield url
 
 
 async def collect(client: CartesiaClient, text: str = "Hi there.", voice: str | None = None):

@@ -21,7 +21,7 @@ from edgespeak.server.app import build_app
 from edgespeak.tts import fish_protocol as fp
 from edgespeak.tts.backoff import backoff_s
 from edgespeak.tts.fish import FishLiveClient
-from tests.helpers import CountingServer, server_audio
+from tests.helpers import CountingServer, server_audio, serving_app
 
 KEY = "sk-live-4f9a1c0e7d"
 PCM = fp.build_request(format="pcm", sample_rate=22050, reference_id=None)
@@ -95,15 +95,8 @@ async def serving(target: Fake | web.Application) -> AsyncIterator[str]:
     if isinstance(target, Fake):
         app = web.Application()
         app.router.add_get(fp.LIVE_PATH, target.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"ws://127.0.0.1:{port}{fp.LIVE_PATH}"
-    finally:
-        await runner.cleanup()
+    async with serving_app(app, fp.LIVE_PATH) as url:
+        yield url
 
 
 async def collect(client: FishLiveClient, text: str = "Hi there. Bye.", req=PCM) -> list[bytes]:
