@@ -78,7 +78,7 @@ from bench.common import (
     write_config,
 )
 from bench.fifo import Arrival, FifoReader, between
-from edgespeak.stack import (
+from harness.stack import (
     LocalServer,
     Mosquitto,
     capture_alsa_conf,

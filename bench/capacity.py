@@ -30,8 +30,8 @@ import aiohttp
 import ormsgpack
 
 from bench.common import PHRASES, Result, Row, dist_row, rounded, value_row, write_config
-from edgespeak.stack import LocalServer, clean_env, free_port
-from edgespeak.tts.fish_protocol import LIVE_PATH, split_first_sentence
+from edgespeak.wire.fish import LIVE_PATH, split_first_sentence
+from harness.stack import LocalServer, clean_env, free_port
 
 NAME = "capacity"
 HELP = "local server (espeak-ng): TTFA at 1, 5 and 20 concurrent sessions"

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiomqtt
 
-from edgespeak import stack
+from harness import stack
 
 NODE = "bench"
 TOPIC = f"edgespeak/{NODE}"

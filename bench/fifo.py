@@ -1,7 +1,7 @@
 """First bytes out of ALSA, timed from outside the player: the ALSA ``file`` plugin writes into
 a FIFO read by a separate process that stamps every arrival.
 
-``default`` is ``plug`` → ``file`` → ``null`` (edgespeak.stack.capture_alsa_conf with the FIFO as
+``default`` is ``plug`` → ``file`` → ``null`` (harness.stack.capture_alsa_conf with the FIFO as
 output); ``null`` is not paced, so an utterance is accepted at CPU speed. The ``file`` plugin
 write(2)s only what exceeds one ALSA buffer (``wbuf_used > buffer_bytes`` in alsa-lib's
 pcm_file.c), flushing the rest on drain/drop, so what is observed is "first byte past one ALSA

@@ -58,7 +58,7 @@ from bench.common import (
     watching,
     write_config,
 )
-from edgespeak import stack
+from harness import stack
 
 NAME = "footprint"
 HELP = "daemon: startup to READY, idle RSS/CPU, CPU per second of Opus, burst and soak RSS"

@@ -32,7 +32,7 @@ from bench.common import (
     watching,
     write_config,
 )
-from edgespeak.stack import (
+from harness.stack import (
     LocalServer,
     Mosquitto,
     capture_alsa_conf,

@@ -2,7 +2,7 @@
 delay of an interruption, and the gap between a chime and its speech.
 
 Real parts: Mosquitto, ``edgespeak run`` as a subprocess, ALSA whose ``default`` PCM is a
-``file`` PCM (into /dev/null) over a private PulseAudio null sink (edgespeak.stack), so writes are
+``file`` PCM (into /dev/null) over a private PulseAudio null sink (harness.stack), so writes are
 paced by the sink's clock as by a sound card. Numbers are the daemon's own MQTT events, plus /proc.
 
 (a) Stream: this process serves the Fish live protocol (aiohttp) and answers the session, from
@@ -55,10 +55,10 @@ from bench.common import (
     value_row,
     watching,
 )
-from edgespeak import stack
 from edgespeak.config import AudioConfig
-from edgespeak.engines.espeak import EspeakEngine
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.sources.espeak import EspeakEngine
+from edgespeak.wire import fish as fp
+from harness import stack
 
 NAME = "playback"
 HELP = "paced device: underruns and CPU over a long stream, interruption delay, chime gap"

@@ -67,7 +67,8 @@ from bench.common import (
     write_config,
 )
 from bench.fifo import FifoReader, between
-from edgespeak.stack import (
+from edgespeak.wire.fish import LIVE_PATH, split_first_sentence
+from harness.stack import (
     STARTUP_S,
     LocalServer,
     Mosquitto,
@@ -77,7 +78,6 @@ from edgespeak.stack import (
     free_port,
     stop_process,
 )
-from edgespeak.tts.fish_protocol import LIVE_PATH, split_first_sentence
 from tests.pki import make_pki
 
 NAME = "stream"

@@ -1,5 +1,5 @@
 """``python -m edgespeak`` = the ``edgespeak`` command."""
 
-from edgespeak.cli import main
+from edgespeak.cli.main import main
 
 raise SystemExit(main())

@@ -1,13 +1,13 @@
 """``edgespeak run``: the supervisor tying the broker link, the TTS client and the player together.
 
-MQTT messages are handled on arrival (:mod:`edgespeak.commands`, :mod:`edgespeak.hermes_link`;
-a bad payload yields a ``failed`` event at once) and announcements go to the
-:class:`~edgespeak.scheduler.Scheduler` (priorities, preemption, TTL, duplicates, stop), which
-speaks them one at a time. Every event is published, updates the retained node state and
-answers Hermes. Home Assistant discovery is published at every connection and when Home
-Assistant's status topic says ``online``.
+MQTT messages are handled on arrival (:mod:`edgespeak.inlets.mqtt.commands`,
+:mod:`edgespeak.inlets.hermes.routes`; a bad payload yields a ``failed`` event at once) and
+announcements go to the :class:`~edgespeak.scheduling.scheduler.Scheduler` (priorities,
+preemption, TTL, duplicates, stop), which speaks them one at a time. Every event is published,
+updates the retained node state and answers Hermes. Home Assistant discovery is published at
+every connection and when Home Assistant's status topic says ``online``.
 
-systemd (:mod:`edgespeak.notify`): ``READY=1`` once the broker link is up and the TTS
+systemd (:mod:`edgespeak.base.systemd`): ``READY=1`` once the broker link is up and the TTS
 connection warm, or after ``[daemon] ready_wait_s`` with ``STATUS=`` saying what is degraded;
 ``WATCHDOG=1`` only while every task runs and the ALSA writer is not stuck in one call for
 ``AUDIO_STALL_S``; ``STOPPING=1`` on SIGTERM/SIGINT, then ``offline`` is published and the PCM
@@ -23,28 +23,27 @@ import signal
 from collections.abc import Callable
 
 from edgespeak import __version__
-from edgespeak.announcement import Announcement
 from edgespeak.audio.alsa import AlsaSink
-from edgespeak.cache import PhraseCache
-from edgespeak.chimes import Chimes
-from edgespeak.commands import Commands
+from edgespeak.base.announcement import Announcement
+from edgespeak.base.events import Event
+from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
-from edgespeak.engines.espeak import EspeakEngine
-from edgespeak.errors import TtsError
-from edgespeak.events import Event
-from edgespeak.hermes_link import HermesLink
-from edgespeak.homeassistant import discovery_messages, is_birth
-from edgespeak.link import Incoming, MqttLink, Route
-from edgespeak.mqtt import Topics
-from edgespeak.notify import Notifier, watchdog_loop
-from edgespeak.scheduler import Scheduler
-from edgespeak.speaker import Speaker
-from edgespeak.state import NodeState, VolumeStore
-from edgespeak.synthesis import Synthesizer
-from edgespeak.tts.cartesia import CartesiaClient
-from edgespeak.tts.fish import FishLiveClient
-from edgespeak.tts.provider import TtsClient
-from edgespeak.warmer import PhraseWarmer
+from edgespeak.inlets.hermes.routes import HermesLink
+from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
+from edgespeak.inlets.homeassistant.state import NodeState
+from edgespeak.inlets.mqtt.commands import Commands
+from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
+from edgespeak.providers.client import TtsClient
+from edgespeak.providers.factory import make_client
+from edgespeak.scheduling.scheduler import Scheduler
+from edgespeak.sources.cache import PhraseCache
+from edgespeak.sources.fallback import fallback_engine
+from edgespeak.sources.synthesis import Synthesizer
+from edgespeak.sources.warmer import PhraseWarmer
+from edgespeak.speaking.chimes import Chimes
+from edgespeak.speaking.speaker import Speaker
+from edgespeak.speaking.volume import VolumeStore
 
 log = logging.getLogger(__name__)
 AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
@@ -83,7 +82,7 @@ class Daemon:
             volume=self.state.volume, mixer=a.mixer,
         )  # fmt: skip
         cache = PhraseCache(s.cache.dir, max_bytes=s.cache.max_bytes) if s.cache.enabled else None
-        tts = make_tts_client(s)
+        tts = make_client(s)
         try:
             async with tts:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
@@ -237,48 +236,6 @@ class Daemon:
             speaker.fail(ann, f"internal error: {type(exc).__name__}: {exc}")
 
         return report
-
-
-def make_tts_client(s: Settings) -> TtsClient:
-    """The provider client for ``s`` (use it as an async context manager): Cartesia's or
-    Fish's by ``[tts] provider``. Cartesia's default voice on the local server is
-    ``[server] voice``."""
-    if s.tts.provider == "cartesia":
-        local = s.tts.url is None
-        return CartesiaClient(
-            s.tts_url,
-            token=s.tts_token,
-            model=s.tts.model,
-            voice=s.tts.reference_id or (s.server.voice if local else None),
-            language=s.tts.language,
-            sample_rate=s.tts.rate_hz,
-            version=s.tts.cartesia_version,
-            max_buffer_delay_ms=s.tts.max_buffer_delay_ms,
-            connect_timeout_s=s.tts.connect_timeout_s,
-            first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
-            heartbeat_s=s.tts.heartbeat_s,
-            reconnect_max_s=s.mqtt.reconnect_max_s,
-        )
-    return FishLiveClient(
-        s.tts_url,
-        token=s.tts_token,
-        model=s.tts.model,
-        connect_timeout_s=s.tts.connect_timeout_s,
-        first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
-        heartbeat_s=s.tts.heartbeat_s,
-        reconnect_max_s=s.mqtt.reconnect_max_s,
-    )
-
-
-def fallback_engine(s: Settings) -> EspeakEngine | None:
-    """The offline fallback engine, or None (disabled, or espeak-ng missing: logged)."""
-    if not s.fallback.enabled:
-        return None
-    try:
-        return EspeakEngine(voice=s.fallback.voice)
-    except TtsError as exc:
-        log.warning("offline fallback disabled: %s", exc)
-        return None
 
 
 async def run(settings: Settings) -> None:

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/edgespeak demo "$@"
+exec .venv/bin/python -m harness.demo "$@"

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check edgespeak tests bench
-.venv/bin/ruff format --check edgespeak tests bench
+.venv/bin/ruff check edgespeak harness tests bench
+.venv/bin/ruff format --check edgespeak harness tests bench
 .venv/bin/mypy
+.venv/bin/lint-imports  # the rooms import only downward (pyproject.toml [tool.importlinter])
 exec .venv/bin/pytest "$@"

@@ -20,7 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from edgespeak.stack import (
+from harness.stack import (
     STARTUP_S,
     LocalServer,
     Mosquitto,

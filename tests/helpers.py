@@ -15,8 +15,8 @@ from aiohttp import web
 
 from edgespeak.config import ServerConfig
 from edgespeak.server.app import build_app
-from edgespeak.stack import free_port
-from edgespeak.tts.fish_protocol import LIVE_PATH, split_first_sentence
+from edgespeak.wire.fish import LIVE_PATH, split_first_sentence
+from harness.stack import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

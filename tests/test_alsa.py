@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from edgespeak.audio.alsa import AlsaSink, Playback
-from edgespeak.errors import AudioDeviceError
-from edgespeak.stack import PulseAudio
+from edgespeak.base.errors import AudioDeviceError
+from harness.stack import PulseAudio
 
 RATE = 22050
 FS = 32767  # full scale

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from edgespeak.announcement import MAX_PAYLOAD_BYTES, parse_payload
-from edgespeak.errors import PayloadError
+from edgespeak.base.errors import PayloadError
+from edgespeak.inlets.payload import MAX_PAYLOAD_BYTES, parse_payload
 
 
 def test_plain_text_is_stripped_and_gets_an_id() -> None:

@@ -28,10 +28,10 @@ from amqtt.broker import Broker as AmqttBroker  # type: ignore[import-untyped]
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edgespeak.base.errors import ConfigError
 from edgespeak.config import MqttConfig, Settings, load_config
-from edgespeak.errors import ConfigError
-from edgespeak.mqtt import V5, V311, ProtocolChoice, connected, describe_failure
-from edgespeak.stack import MosquittoTls, free_port
+from edgespeak.inlets.mqtt.connect import V5, V311, ProtocolChoice, connected, describe_failure
+from harness.stack import MosquittoTls, free_port
 from tests.conftest import Stack, Watcher, daemon_process, logged, watching
 from tests.pki import Pki, make_pki
 from tests.test_scheduler import HOLD, held_provider, send
@@ -136,9 +136,13 @@ async def test_wrong_password_warns_keeps_retrying_and_connects_once_accepted(
             done = await w.say(DOOR, "auth-2")
     assert done["state"] == "finished", done
     log = stack.daemon_log.read_text()
-    warning = r"WARNING edgespeak\.link: broker 127\.0\.0\.1:\d+ refused the login: Not authorized"
+    warning = (
+        r"WARNING edgespeak\.inlets\.mqtt\.link: broker 127\.0\.0\.1:\d+ refused the login: "
+        "Not authorized"
+    )
     assert len(re.findall(warning, log)) == 1, log  # repeats are DEBUG
-    assert re.search(r"DEBUG edgespeak\.link: broker .* refused the login: .*\(attempt 2\)", log)
+    repeat = r"DEBUG edgespeak\.inlets\.mqtt\.link: broker .* refused the login: .*\(attempt 2\)"
+    assert re.search(repeat, log)
     assert wrong not in log and wrong not in stack.broker.log.read_text()
 
 
@@ -215,7 +219,8 @@ async def test_wrong_ca_warns_that_the_certificate_could_not_be_verified_and_ret
         assert proc.poll() is None
     log = stack.daemon_log.read_text()
     assert re.search(
-        r"WARNING edgespeak\.link: broker 127\.0\.0\.1:\d+: its TLS certificate could not be "
+        r"WARNING edgespeak\.inlets\.mqtt\.link: broker 127\.0\.0\.1:\d+: "
+        "its TLS certificate could not be "
         r"verified \(self-signed certificate in certificate chain\); check \[mqtt\] ca_file",
         log,
     ), log
@@ -294,7 +299,10 @@ async def test_auto_falls_back_to_3_1_1_once_on_a_broker_without_mqtt_5(
     port = free_port()
     settings = probe_settings(port)
     choice = ProtocolChoice(settings)
-    with amqtt_log() as records, caplog.at_level(logging.INFO, logger="edgespeak.mqtt"):
+    with (
+        amqtt_log() as records,
+        caplog.at_level(logging.INFO, logger="edgespeak.inlets.mqtt.connect"),
+    ):
         async with amqtt_broker(port):
             async with connected(settings, choice, identifier="probe-1") as client:
                 await client.subscribe("probe/#", qos=1)

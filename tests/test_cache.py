@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from edgespeak.cache import (
+from edgespeak.base.pcm import wav_header
+from edgespeak.sources.cache import (
     CachedPhrase,
     Entry,
     PhraseCache,
     cache_key,
     normalise_text,
-    wav_header,
 )
-from edgespeak.stack import capture_alsa_conf, clean_env
+from harness.stack import capture_alsa_conf, clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16000
@@ -169,7 +169,7 @@ def test_write_commit_get_round_trip(
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, RATE)
         assert wav.getnframes() == 5000
         assert wav.readframes(5000) == pcm
-    assert path.read_bytes()[:44] == wav_header(RATE, 5000)
+    assert path.read_bytes()[:44] == wav_header(RATE, data_bytes=5000 * 2)
     assert index_rows(cache_dir) == {key: ("Front door open", "alice", 10044, 0, 0)}
 
     phrase = cache.get(key)
@@ -192,7 +192,7 @@ def test_header_is_what_the_wave_module_writes() -> None:
         wav.setsampwidth(2)
         wav.setframerate(22050)
         wav.writeframes(pcm_for(3, frames=123))
-    assert out.getvalue()[:44] == wav_header(22050, 123)
+    assert out.getvalue()[:44] == wav_header(22050, data_bytes=123 * 2)
 
 
 def test_stored_file_plays_with_aplay(tmp_path: Path, cache_dir: Path) -> None:
@@ -331,7 +331,7 @@ def _flip_sample(path: Path) -> None:
 
 def _other_rate(path: Path) -> None:
     data = path.read_bytes()
-    path.write_bytes(wav_header(RATE * 2, (len(data) - 44) // 2) + data[44:])
+    path.write_bytes(wav_header(RATE * 2, data_bytes=len(data) - 44) + data[44:])
 
 
 def _missing(path: Path) -> None:
@@ -361,7 +361,7 @@ def test_bad_entry_is_dropped_and_rewritten(
     pcm = pcm_for(11)
     store(cache, key, pcm)
     damage(cache_dir / f"{key}.wav")
-    with caplog.at_level(logging.WARNING, logger="edgespeak.cache"):
+    with caplog.at_level(logging.WARNING, logger="edgespeak.sources.cache"):
         assert cache.get(key) is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(key in m and reason in m for m in warnings), warnings
@@ -416,7 +416,7 @@ def test_pinned_entries_are_never_evicted(
     cache = open_cache(max_bytes=SIZE)
     p1, p2, free = key_for("pin one"), key_for("pin two"), key_for("free")
     cache.set_pinned([p1, p2])  # neither stored yet
-    with caplog.at_level(logging.WARNING, logger="edgespeak.cache"):
+    with caplog.at_level(logging.WARNING, logger="edgespeak.sources.cache"):
         assert store(cache, p1, pcm_for(1)).pinned
         assert store(cache, p2, pcm_for(2)).pinned
     assert any("pinned entries take" in r.getMessage() for r in caplog.records)
@@ -537,7 +537,7 @@ def _kill(child: subprocess.Popen[str]) -> None:
 CHILD_HEAD = """
 import sys
 from pathlib import Path
-from edgespeak.cache import PhraseCache
+from edgespeak.sources.cache import PhraseCache
 cache = PhraseCache(Path(sys.argv[1]))
 assert cache.usable
 writer = cache.writer(sys.argv[2], 16000, text="crash", voice=None)
@@ -650,7 +650,7 @@ def test_unopenable_directory_is_an_empty_cache(
 ) -> None:
     blocker = tmp_path / "afile"
     blocker.write_text("a file, not a directory")  # fails for root too, unlike chmod
-    with caplog.at_level(logging.WARNING, logger="edgespeak.cache"):
+    with caplog.at_level(logging.WARNING, logger="edgespeak.sources.cache"):
         cache = PhraseCache(blocker / "cache", max_bytes=1000)
     assert not cache.usable
     assert any("disabled" in r.getMessage() for r in caplog.records)
@@ -669,7 +669,7 @@ def test_index_that_cannot_be_opened_is_left_alone(
     cache_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (cache_dir / "index.sqlite3").mkdir(parents=True)  # not a file sqlite can open
-    with caplog.at_level(logging.WARNING, logger="edgespeak.cache"):
+    with caplog.at_level(logging.WARNING, logger="edgespeak.sources.cache"):
         cache = PhraseCache(cache_dir)
     assert not cache.usable
     assert any("disabled" in r.getMessage() for r in caplog.records)
@@ -684,7 +684,7 @@ def test_corrupt_index_is_replaced(cache_dir: Path, caplog: pytest.LogCaptureFix
     cache.close()
     garbage = os.urandom(8192)
     (cache_dir / "index.sqlite3").write_bytes(garbage)
-    with caplog.at_level(logging.WARNING, logger="edgespeak.cache"):
+    with caplog.at_level(logging.WARNING, logger="edgespeak.sources.cache"):
         cache = PhraseCache(cache_dir)
     assert cache.usable
     assert any("corrupt" in r.getMessage() for r in caplog.records)

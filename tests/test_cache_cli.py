@@ -6,8 +6,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from edgespeak.cache import PhraseCache
-from edgespeak.stack import edgespeak_command
+from edgespeak.sources.cache import PhraseCache
+from harness.stack import edgespeak_command
 from tests.conftest import TtsServer, base_env
 from tests.helpers import server_audio
 

@@ -13,11 +13,11 @@ import pytest
 from aiohttp import WSMsgType, web
 from pydantic import SecretStr
 
+from edgespeak.base.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.config import ServerConfig
-from edgespeak.errors import TtsProtocolError, TtsRejected, TtsUnavailable
+from edgespeak.providers.cartesia import CartesiaClient
 from edgespeak.server.app import build_app
-from edgespeak.tts import cartesia_protocol as cp
-from edgespeak.tts.cartesia import CartesiaClient
+from edgespeak.wire import cartesia as cp
 from tests.helpers import CountingServer, espeak_pcm, serving_app
 
 KEY = "sk_car_5e2a9d41c7"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from edgespeak.base.errors import ConfigError
 from edgespeak.config import Settings, load_config
-from edgespeak.errors import ConfigError
-from edgespeak.speaker import phrase_key
+from edgespeak.sources.cache import phrase_key
 from tests.conftest import Stack
 from tests.helpers import espeak_pcm
 

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from edgespeak.config import ServerConfig
 from edgespeak.server.app import build_app
-from edgespeak.tts import cartesia_protocol as cp
+from edgespeak.wire import cartesia as cp
 from tests.helpers import espeak_pcm, snr_db
 
 KEY = "sk_car_3b9d0c7e1f"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgespeak.chimes import ChimeError, Chimes
+from edgespeak.speaking.chimes import ChimeError, Chimes
 
 
 def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:

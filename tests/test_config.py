@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from edgespeak import config
-from edgespeak.config import Settings, load_config, sanitise_node_id
-from edgespeak.errors import ConfigError
+from edgespeak.base.errors import ConfigError
+from edgespeak.config import Settings, load_config, sanitise_node_id, secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.toml"
@@ -191,7 +190,7 @@ def test_outside_the_service_the_credstore_file_is_used(
     """``edgespeak doctor`` run by root finds the key scripts/install stored for the service."""
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     monkeypatch.setenv("EDGESPEAK_TTS__URL", "wss://api.fish.audio/v1/tts/live")
-    monkeypatch.setattr(config, "CREDSTORE", tmp_path)
+    monkeypatch.setattr(secrets, "CREDSTORE", tmp_path)
     assert load_config(None).tts_token is None
     (tmp_path / "edgespeak.tts_api_key").write_text("sk-stored\n")
     token = load_config(None).tts_token

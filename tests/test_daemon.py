@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from edgespeak.stack import edgespeak_command
+from harness.stack import edgespeak_command
 from tests.conftest import Stack, base_env, daemon_process, watching
 from tests.helpers import snr_db
 

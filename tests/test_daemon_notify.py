@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgespeak.daemon import AUDIO_STALL_S
-from edgespeak.stack import PulseAudio, free_port
+from harness.stack import PulseAudio, free_port
 from tests.conftest import Stack, daemon_process, watching
 from tests.test_scheduler import HOLD
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgespeak.stack import Mosquitto, edgespeak_command, free_port
+from harness.stack import Mosquitto, edgespeak_command, free_port
 from tests.conftest import AlsaCapture, TtsServer, base_env, daemon_config, watching
 
 TTS_KEY = "sk-doctor-7f3e9a1b2c"

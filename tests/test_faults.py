@@ -14,8 +14,8 @@ import os
 import signal
 from pathlib import Path
 
-from edgespeak.cache import PhraseCache
-from edgespeak.stack import capture_alsa_conf
+from edgespeak.sources.cache import PhraseCache
+from harness.stack import capture_alsa_conf
 from tests.conftest import Stack, Watcher, daemon_process, watching
 from tests.test_offline import espeak_pcm
 

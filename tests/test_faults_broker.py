@@ -32,10 +32,10 @@ from typing import Any, cast
 
 import aiomqtt
 
+from edgespeak.base.events import Event
 from edgespeak.config import Settings
-from edgespeak.events import Event
-from edgespeak.link import OUTBOX_MESSAGES, MqttLink, Route, outbox_capacity
-from edgespeak.stack import STARTUP_S, Mosquitto
+from edgespeak.inlets.mqtt.link import OUTBOX_MESSAGES, MqttLink, Route, outbox_capacity
+from harness.stack import STARTUP_S, Mosquitto
 from tests.conftest import Stack, Watcher, daemon_process, logged
 from tests.helpers import server_audio
 from tests.test_scheduler import HOLD, held_provider

@@ -100,6 +100,6 @@ async def test_full_disk_under_the_cache_warns_and_every_announcement_still_play
     assert stack.capture.read() == door_pcm + washer_pcm * 2 + door_pcm
     log = stack.daemon_log.read_text()
     assert log.count("No space left on device") >= 2, log  # each washer's write, warned
-    assert "WARNING edgespeak.synthesis: phrase cache" in log, log
+    assert "WARNING edgespeak.sources.synthesis: phrase cache" in log, log
     assert "Traceback" not in log
     assert list(cache.iterdir()) == []  # all of it went to the tmpfs, gone with the daemon

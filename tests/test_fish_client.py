@@ -15,12 +15,12 @@ import pytest
 from aiohttp import WSMsgType, web
 from pydantic import SecretStr
 
+from edgespeak.base.backoff import backoff_s
+from edgespeak.base.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.config import ServerConfig
-from edgespeak.errors import TtsProtocolError, TtsRejected, TtsUnavailable
+from edgespeak.providers.fish import FishLiveClient
 from edgespeak.server.app import build_app
-from edgespeak.tts import fish_protocol as fp
-from edgespeak.tts.backoff import backoff_s
-from edgespeak.tts.fish import FishLiveClient
+from edgespeak.wire import fish as fp
 from tests.helpers import CountingServer, server_audio, serving_app
 
 KEY = "sk-live-4f9a1c0e7d"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from edgespeak.stack import Mosquitto
+from harness.stack import Mosquitto
 from tests.conftest import AlsaCapture, daemon_config, daemon_process, watching
 from tests.helpers import CountingServer, serving_app
 from tests.test_offline import espeak_pcm
@@ -49,7 +49,7 @@ async def test_a_refused_connection_is_not_hammered_and_the_fallback_speaks_each
         assert handshakes == 1
         assert log.count("refused the connection, not connecting again") == 1
     else:  # retried in the background (tests/test_fish_client.py checks the backoff)
-        first_error = "ERROR edgespeak.tts.fish: TTS provider: the account is out of credit"
+        first_error = "ERROR edgespeak.providers.fish: TTS provider: the account is out of credit"
         assert log.count(first_error) == 1
 
 

@@ -13,14 +13,19 @@ import pytest
 from aiohttp import web
 from fishaudio.types import TTSRequest as SdkRequest
 
-from edgespeak.announcement import parse_payload
+from edgespeak.base.errors import ConfigError, PayloadError, TtsProtocolError
 from edgespeak.config import ServerConfig, Settings, load_config
-from edgespeak.errors import ConfigError, PayloadError, TtsProtocolError
+from edgespeak.inlets.payload import parse_payload
+from edgespeak.providers.fish import FishLiveClient
+from edgespeak.providers.fish_request import (
+    Overrides,
+    announcement_request,
+    provider_request,
+    tts_request,
+)
 from edgespeak.server.app import build_app
-from edgespeak.speaker import announcement_request, phrase_key, provider_request
-from edgespeak.tts import fish_protocol as fp
-from edgespeak.tts.fish import FishLiveClient
-from edgespeak.tts.fish_request import Overrides, tts_request
+from edgespeak.sources.cache import phrase_key
+from edgespeak.wire import fish as fp
 from tests.helpers import serving_app, serving_live
 
 URL = "ws://127.0.0.1:1/v1/tts/live"

@@ -34,7 +34,7 @@ from edgespeak.audio.formats import WavStreamDecoder
 from edgespeak.audio.opus import OggOpusDecoder
 from edgespeak.config import ServerConfig
 from edgespeak.server.app import build_app
-from edgespeak.stack import LocalServer, free_port
+from harness.stack import LocalServer, free_port
 from tests.conftest import base_env
 from tests.helpers import serving_app
 

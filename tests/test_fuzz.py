@@ -29,12 +29,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgespeak.announcement import PRIORITY_RANK, Announcement, parse_payload
+from edgespeak.base.announcement import PRIORITY_RANK, Announcement
+from edgespeak.base.errors import PayloadError, TtsProtocolError
 from edgespeak.config import ServerConfig
-from edgespeak.errors import PayloadError, TtsProtocolError
-from edgespeak.hermes import parse_say
+from edgespeak.inlets.hermes.messages import parse_say
+from edgespeak.inlets.payload import parse_payload
 from edgespeak.server.app import build_app
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.wire import fish as fp
 from tests.helpers import serving_app
 
 settings.register_profile(

@@ -15,9 +15,8 @@ import wave
 
 import pytest
 
-from edgespeak.announcement import MAX_PAYLOAD_BYTES
-from edgespeak.errors import ConfigError, PayloadError
-from edgespeak.hermes import (
+from edgespeak.base.errors import ConfigError, PayloadError
+from edgespeak.inlets.hermes.messages import (
     HermesTopics,
     PlayBytes,
     Say,
@@ -26,6 +25,7 @@ from edgespeak.hermes import (
     play_finished,
     say_finished,
 )
+from edgespeak.inlets.payload import MAX_PAYLOAD_BYTES
 
 SAY = "hermes/tts/say"
 UUID = "4b1c5d2e-8f3a-4e6b-9c7d-0a1b2c3d4e5f"

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from edgespeak import __version__, homeassistant
-from edgespeak.announcement import parse_payload
+from edgespeak import __version__
 from edgespeak.config import HomeAssistantConfig, MqttConfig, Settings, SoundsConfig
-from edgespeak.mqtt import Topics
+from edgespeak.inlets.homeassistant import discovery as homeassistant
+from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.inlets.payload import parse_payload
 
 # ---------------------------------------------------------------------------------------------
 # What Home Assistant documents, per platform.

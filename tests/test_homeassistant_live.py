@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 
 from edgespeak import __version__
-from edgespeak.chimes import Chimes
 from edgespeak.config import Settings, load_config
-from edgespeak.homeassistant import discovery_messages
-from edgespeak.mqtt import Topics
-from edgespeak.stack import edgespeak_command
+from edgespeak.inlets.homeassistant.discovery import discovery_messages
+from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.speaking.chimes import Chimes
+from harness.stack import edgespeak_command
 from tests.conftest import Stack, Watcher, base_env, daemon_process, watching
 from tests.test_homeassistant import render_command, render_value
 from tests.test_playback import samples

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from edgespeak.rate_limit import TopicRateLimit
+from edgespeak.inlets.rate_limit import TopicRateLimit
 from tests.conftest import Stack
 
 LIMITS = '\n[limits]\nmax_payload_bytes = 1024\nmax_text_chars = 60\nrate = "5/minute"\n'

@@ -1,4 +1,5 @@
-"""edgespeak.logs in a real subprocess whose stderr is a file named (or not) by JOURNAL_STREAM."""
+"""edgespeak.base.logs in a real subprocess whose stderr is a file named (or not) by
+JOURNAL_STREAM."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from edgespeak.logs import is_journal_stream, syslog_priority
+from edgespeak.base.logs import is_journal_stream, syslog_priority
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}")
 
 SCRIPT = """
 import logging, sys
-from edgespeak.logs import setup_logging
+from edgespeak.base.logs import setup_logging
 setup_logging(sys.argv[1])
 log = logging.getLogger("edgespeak.test")
 log.debug("debug line")

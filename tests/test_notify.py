@@ -1,4 +1,4 @@
-"""edgespeak.notify against a real AF_UNIX datagram socket standing in for systemd's."""
+"""edgespeak.base.systemd against a real AF_UNIX datagram socket standing in for systemd's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from edgespeak.notify import STATUS_MAX_CHARS, Notifier, watchdog_interval_from_env, watchdog_loop
+from edgespeak.base.systemd import (
+    STATUS_MAX_CHARS,
+    Notifier,
+    watchdog_interval_from_env,
+    watchdog_loop,
+)
 
 WAIT_S = 5.0  # deadline for anything that should happen within milliseconds
 
@@ -102,7 +107,7 @@ def test_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_socket_is_a_silent_no_op(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="edgespeak.notify")
+    caplog.set_level(logging.DEBUG, logger="edgespeak.base.systemd")
     notifier = Notifier()
     assert not notifier.enabled
     notifier.ready("up")
@@ -118,7 +123,7 @@ def test_no_socket_is_a_silent_no_op(caplog: pytest.LogCaptureFixture) -> None:
 def test_send_failures_never_raise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="edgespeak.notify")
+    caplog.set_level(logging.DEBUG, logger="edgespeak.base.systemd")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens.sock"))
     notifier = Notifier()
     assert notifier.enabled
@@ -221,7 +226,7 @@ async def test_watchdog_loop_pings_only_while_healthy(
 ) -> None:
     """Each check that returns True is followed by exactly one ping, a False one by none."""
     monkeypatch.setenv("WATCHDOG_USEC", "100000")  # 0.1 s: checks every 50 ms
-    caplog.set_level(logging.INFO, logger="edgespeak.notify")
+    caplog.set_level(logging.INFO, logger="edgespeak.base.systemd")
     state = {"healthy": True}
     answers: list[bool] = []
     reached = asyncio.Event()

@@ -18,12 +18,12 @@ import ormsgpack
 import pytest
 from aiohttp import WSMsgType, web
 
-from edgespeak.cache import PhraseCache
 from edgespeak.config import Settings
-from edgespeak.speaker import phrase_key, provider_request
-from edgespeak.synthesis import Synthesizer
-from edgespeak.tts import fish_protocol as fp
-from edgespeak.tts.fish import FishLiveClient
+from edgespeak.providers.fish import FishLiveClient
+from edgespeak.providers.fish_request import provider_request
+from edgespeak.sources.cache import PhraseCache, phrase_key
+from edgespeak.sources.synthesis import Synthesizer
+from edgespeak.wire import fish as fp
 from tests.conftest import Stack, TtsServer, daemon_process, logged, watching
 from tests.helpers import espeak_pcm, server_audio, serving_live
 

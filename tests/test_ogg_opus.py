@@ -20,7 +20,7 @@ import soxr
 
 from edgespeak.audio.ogg import OggPacket, OggPacketReader, OggPageWriter, ogg_crc32
 from edgespeak.audio.opus import OPUS_RATE_HZ, OggOpusDecoder, OggOpusEncoder
-from edgespeak.errors import AudioFormatError
+from edgespeak.base.errors import AudioFormatError
 
 
 @pytest.fixture(autouse=True)

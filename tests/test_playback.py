@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from edgespeak.chimes import Chimes
+from edgespeak.speaking.chimes import Chimes
 from tests.conftest import Stack
 from tests.test_scheduler import DOOR, HOLD, held_provider, send
 

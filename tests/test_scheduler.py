@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import ormsgpack
 from aiohttp import WSMsgType, web
 
-from edgespeak.engines.espeak import EspeakEngine
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.sources.espeak import EspeakEngine
+from edgespeak.wire import fish as fp
 from tests.conftest import Stack, Watcher
 from tests.helpers import serving_live
 

@@ -19,8 +19,8 @@ from pydantic import SecretStr
 
 from edgespeak.config import ServerConfig
 from edgespeak.server.app import CAPACITY, build_app
-from edgespeak.tts import cartesia_protocol as cp
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.wire import cartesia as cp
+from edgespeak.wire import fish as fp
 from tests.helpers import serving_app
 
 START = {"event": "start", "request": {"text": "", "format": "pcm", "sample_rate": 22050}}

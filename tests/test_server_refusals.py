@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from edgespeak.config import ServerConfig
 from edgespeak.server.app import build_app
-from edgespeak.tts import cartesia_protocol as cp
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.wire import cartesia as cp
+from edgespeak.wire import fish as fp
 from tests.helpers import serving_app
 
 KEY, WRONG = "sk-4c1d9e77ab", "sk-wrong-5f02"

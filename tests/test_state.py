@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgespeak.events import Event
-from edgespeak.state import NodeState, VolumeStore, parse_volume
+from edgespeak.base.events import Event
+from edgespeak.inlets.homeassistant.state import NodeState
+from edgespeak.inlets.mqtt.commands import parse_volume
+from edgespeak.speaking.volume import VolumeStore
 
 
 def shown(state: NodeState) -> dict[str, object]:

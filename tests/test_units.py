@@ -213,7 +213,8 @@ except PermissionError:
     pass
 
 import numpy, soxr, ormsgpack, opuslib_next, alsaaudio, aiohttp, aiomqtt, pydantic
-import edgespeak.daemon, edgespeak.server.app, edgespeak.cli, edgespeak.notify, edgespeak.logs
+import edgespeak.daemon, edgespeak.server.app, edgespeak.cli.main
+import edgespeak.base.systemd, edgespeak.base.logs
 
 x = numpy.sin(numpy.arange(48000, dtype=numpy.float32) / 10)
 assert len(soxr.resample(x, 48000, 22050)) == 22050

@@ -21,12 +21,12 @@ from fishaudio import FishAudio
 from fishaudio.exceptions import APIError, AuthenticationError, NotFoundError
 
 from edgespeak.config import ServerConfig, Settings
-from edgespeak.engines.espeak import EspeakEngine, parse_voices
+from edgespeak.providers.voices import VoicesClient, http_base
 from edgespeak.server.app import build_app
 from edgespeak.server.models import language_matches
-from edgespeak.stack import LocalServer, edgespeak_command, free_port
-from edgespeak.tts import fish_protocol as fp
-from edgespeak.voices import VoicesClient, http_base
+from edgespeak.sources.espeak import EspeakEngine, parse_voices
+from edgespeak.wire import fish as fp
+from harness.stack import LocalServer, edgespeak_command, free_port
 from tests.conftest import Stack, base_env
 from tests.test_offline import espeak_pcm
 

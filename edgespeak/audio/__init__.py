@@ -1,1 +1,2 @@
-"""Audio formats: an incremental Ogg reader/writer and an Ogg Opus decoder/encoder."""
+"""Audio: decoders (Ogg Opus, streamed WAV, raw PCM), DSP (gain, fades, resampling) and the
+ALSA sink."""

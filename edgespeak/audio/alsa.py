@@ -35,11 +35,11 @@ from typing import Literal, TypeVar
 import alsaaudio
 
 from edgespeak.audio import dsp
-from edgespeak.errors import AudioDeviceError
+from edgespeak.base.errors import AudioDeviceError
+from edgespeak.base.pcm import FRAME_BYTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FRAME_BYTES = 2  # s16le mono
 MAX_FADE_MS = 20.0
 Kind = Literal["begin", "data", "end", "abort", "quit"]
 

@@ -9,26 +9,8 @@ from __future__ import annotations
 import struct
 from typing import Protocol
 
-from edgespeak.errors import AudioFormatError
-
-SAMPLE_WIDTH = 2  # bytes per s16le sample
-PLAYABLE_FORMATS = ("pcm", "wav", "opus")  # the wire formats make_decoder can decode
-STREAMING_SIZE = 0xFFFFFFFF  # RIFF/data size placeholder of a WAV whose length is not known yet
-
-
-def wav_header(rate_hz: int, *, data_bytes: int = STREAMING_SIZE) -> bytes:
-    """A 44-byte PCM WAV header for s16le mono at ``rate_hz``.
-
-    ``data_bytes`` defaults to the streaming placeholder 0xFFFFFFFF (length unknown).
-    """
-    riff = STREAMING_SIZE if data_bytes == STREAMING_SIZE else 36 + data_bytes
-    return b"".join(
-        [
-            b"RIFF", struct.pack("<I", riff), b"WAVE",
-            b"fmt ", struct.pack("<IHHIIHH", 16, 1, 1, rate_hz, rate_hz * 2, 2, 16),
-            b"data", struct.pack("<I", data_bytes),
-        ]
-    )  # fmt: skip
+from edgespeak.base.errors import AudioFormatError
+from edgespeak.base.pcm import PLAYABLE_FORMATS, FrameCarry
 
 
 class PcmDecoder(Protocol):
@@ -53,20 +35,17 @@ class RawPcmDecoder:
 
     def __init__(self, rate_hz: int) -> None:
         self._rate = rate_hz
-        self._odd = b""
+        self._carry = FrameCarry()
 
     @property
     def rate_hz(self) -> int:
         return self._rate
 
     def feed(self, data: bytes) -> bytes:
-        data = self._odd + data
-        cut = len(data) - len(data) % SAMPLE_WIDTH
-        self._odd = data[cut:]
-        return data[:cut]
+        return self._carry.whole(data)
 
     def finish(self) -> bytes:
-        if self._odd:
+        if self._carry.pending:
             raise AudioFormatError("pcm stream ended in the middle of a sample")
         return b""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from edgespeak.errors import AudioFormatError
+from edgespeak.base.errors import AudioFormatError
 
 __all__ = ["OggPacket", "OggPacketReader", "OggPageWriter", "ogg_crc32"]
 

@@ -15,14 +15,14 @@ import numpy as np
 import opuslib_next
 
 from edgespeak.audio.ogg import OggPacket, OggPacketReader, OggPageWriter
-from edgespeak.errors import AudioFormatError
+from edgespeak.base.errors import AudioFormatError
+from edgespeak.base.pcm import FRAME_BYTES
 
 __all__ = ["OPUS_RATE_HZ", "OggOpusDecoder", "OggOpusEncoder"]
 
 OPUS_RATE_HZ = 48000
 _MAX_FRAME = 5760  # 120 ms at 48 kHz, the longest Opus packet (RFC 6716 §3.2.5)
 _FRAME = 960  # 20 ms at 48 kHz
-_BYTES_PER_SAMPLE = 2  # s16le mono
 _HEAD = struct.Struct("<8sBBHIhB")  # RFC 7845 §5.1, 19 bytes for mapping family 0
 _VENDOR = b"edgespeak"
 
@@ -97,7 +97,7 @@ class OggOpusDecoder:
         assert end is not None
         pcm = b"".join(self._decode(p) for p in [*self._eos_held, packet.data])
         self._eos_held.clear()
-        if end < self._decoded - len(pcm) // _BYTES_PER_SAMPLE:
+        if end < self._decoded - len(pcm) // FRAME_BYTES:
             raise AudioFormatError(
                 f"end-of-stream granule position {end} lies before the last page's audio"
             )
@@ -132,15 +132,15 @@ class OggOpusDecoder:
             pcm = bytes(self._decoder.decode(data, _MAX_FRAME))
         except opuslib_next.OpusError as exc:
             raise AudioFormatError(f"corrupt Opus packet: {exc}") from exc
-        self._decoded += len(pcm) // _BYTES_PER_SAMPLE
+        self._decoded += len(pcm) // FRAME_BYTES
         return pcm
 
     def _emit(self, pcm: bytes, end: int | None) -> bytes:
         """Cut ``pcm`` (the samples just before ``self._decoded``) to [pre_skip, end)."""
-        first = self._decoded - len(pcm) // _BYTES_PER_SAMPLE
+        first = self._decoded - len(pcm) // FRAME_BYTES
         lo = max(self._pre_skip - first, 0)
-        hi = len(pcm) // _BYTES_PER_SAMPLE if end is None else max(end - first, 0)
-        pcm = pcm[lo * _BYTES_PER_SAMPLE : hi * _BYTES_PER_SAMPLE]
+        hi = len(pcm) // FRAME_BYTES if end is None else max(end - first, 0)
+        pcm = pcm[lo * FRAME_BYTES : hi * FRAME_BYTES]
         if self._gain != 1.0 and pcm:
             scaled = np.frombuffer(pcm, dtype="<i2").astype(np.float64) * self._gain
             pcm = np.clip(np.rint(scaled), -32768, 32767).astype("<i2").tobytes()
@@ -207,11 +207,11 @@ class OggOpusEncoder:
         """
         self._check_open()
         self._state = "finished"
-        if len(self._buf) % _BYTES_PER_SAMPLE:
+        if len(self._buf) % FRAME_BYTES:
             del self._buf[-1]
-        total = self._packets * _FRAME + len(self._buf) // _BYTES_PER_SAMPLE
+        total = self._packets * _FRAME + len(self._buf) // FRAME_BYTES
         needed = -(-(total + self.pre_skip) // _FRAME) * _FRAME  # round up to whole frames
-        self._buf += bytes((needed - total) * _BYTES_PER_SAMPLE)
+        self._buf += bytes((needed - total) * FRAME_BYTES)
         return self._drain(eos_granule=self.pre_skip + total)
 
     def _check_open(self) -> None:
@@ -219,7 +219,7 @@ class OggOpusEncoder:
             raise RuntimeError(f"OggOpusEncoder is {self._state}; call header() first, once")
 
     def _drain(self, eos_granule: int | None) -> bytes:
-        frame_bytes = _FRAME * _BYTES_PER_SAMPLE
+        frame_bytes = _FRAME * FRAME_BYTES
         count = len(self._buf) // frame_bytes
         pages = bytearray()
         for i in range(count):

@@ -16,7 +16,7 @@ import soxr
 from numpy.typing import NDArray
 
 from edgespeak.audio import dsp
-from edgespeak.errors import AudioFormatError
+from edgespeak.base.errors import AudioFormatError
 
 MAX_WAV_BYTES = 16 * 1024 * 1024  # ~3 min of 48 kHz stereo s16: longer is not a chime
 

@@ -1,1 +1,2 @@
-"""``edgespeak serve``: a local server speaking the Fish live protocol, backed by espeak-ng."""
+"""``edgespeak serve``: a local TTS server speaking the Fish live protocol, Fish's HTTP TTS and
+Cartesia's WebSocket, backed by espeak-ng."""

@@ -19,10 +19,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from edgespeak.base.errors import EdgespeakError
+from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import ServerConfig
-from edgespeak.engines.espeak import EngineError, EspeakEngine
-from edgespeak.errors import EdgespeakError
-from edgespeak.notify import Notifier, watchdog_loop
 from edgespeak.server.capacity import Capacity
 from edgespeak.server.cartesia import CartesiaHandler
 from edgespeak.server.http_tts import add_http_tts
@@ -30,8 +29,9 @@ from edgespeak.server.models import add_model_routes, espeak_voices
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.server.refusals import refusal_response
 from edgespeak.server.request import parse_request
-from edgespeak.tts import cartesia_protocol as cp
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.sources.espeak import EngineError, EspeakEngine
+from edgespeak.wire import cartesia as cp
+from edgespeak.wire import fish as fp
 
 log = logging.getLogger(__name__)
 

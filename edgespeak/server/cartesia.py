@@ -1,6 +1,6 @@
 """The local server's Cartesia TTS WebSocket, ``GET /tts/websocket`` (espeak-ng behind it).
 
-Protocol as in shared/protocols.md §2 (see :mod:`edgespeak.tts.cartesia_protocol`). One socket
+Protocol as in shared/protocols.md §2 (see :mod:`edgespeak.wire.cartesia`). One socket
 multiplexes contexts: each ``context_id`` buffers its transcript across ``continue: true``
 inputs and synthesises what is buffered on ``flush`` (then ``flush_done``) and when an input
 says ``continue: false`` (then ``done``). Contexts run concurrently; a context's frames keep
@@ -39,13 +39,14 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from edgespeak.base.errors import EdgespeakError
+from edgespeak.base.pcm import FrameCarry
 from edgespeak.config import ServerConfig
-from edgespeak.engines.espeak import EspeakEngine
-from edgespeak.errors import EdgespeakError
 from edgespeak.server.capacity import Capacity
 from edgespeak.server.output import OutputStream
 from edgespeak.server.refusals import refusal_response
-from edgespeak.tts import cartesia_protocol as cp
+from edgespeak.sources.espeak import EspeakEngine
+from edgespeak.wire import cartesia as cp
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,12 @@ class _Encoder:
     def __init__(self, encoding: str, rate_hz: int, engine_rate_hz: int) -> None:
         self._pcm = OutputStream("pcm", rate_hz, engine_rate_hz)
         self._f32 = encoding == "pcm_f32le"
-        self._odd = b""
+        self._carry = FrameCarry()
 
     def _convert(self, pcm: bytes) -> bytes:
         if not self._f32:
             return pcm
-        pcm, whole = self._odd + pcm, (len(self._odd) + len(pcm)) // 2 * 2
-        pcm, self._odd = pcm[:whole], pcm[whole:]
+        pcm = self._carry.whole(pcm)
         samples = np.frombuffer(pcm, dtype="<i2").astype("<f4") / 32768.0
         return samples.astype("<f4").tobytes()
 

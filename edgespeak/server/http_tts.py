@@ -18,10 +18,10 @@ import ormsgpack
 from aiohttp import web
 
 from edgespeak.config import ServerConfig
-from edgespeak.engines.espeak import EngineError, EspeakEngine
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.server.refusals import error_response, refusal_response
 from edgespeak.server.request import parse_request
+from edgespeak.sources.espeak import EngineError, EspeakEngine
 
 log = logging.getLogger(__name__)
 

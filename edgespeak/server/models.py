@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from edgespeak.config import ServerConfig
-from edgespeak.engines.espeak import EspeakVoice
 from edgespeak.server.refusals import error_response, refusal_response
+from edgespeak.sources.espeak import EspeakVoice
 
 MODELS_PATH = "/model"
 DEFAULT_PAGE_SIZE = 10  # the SDK's default

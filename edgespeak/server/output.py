@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from edgespeak.audio.formats import wav_header
 from edgespeak.audio.opus import OPUS_RATE_HZ, OggOpusEncoder
-from edgespeak.tts import fish_protocol as fp
+from edgespeak.base.pcm import wav_header
+from edgespeak.wire import fish as fp
 
 FORMATS = ("pcm", "wav", "opus")
 DEFAULT_RATE_HZ = 44100  # Fish: sample_rate null → 44100
@@ -30,7 +30,7 @@ class UnsupportedRequest(ValueError):
 
 def opus_bitrate_bps(value: object) -> int | None:
     """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000); see
-    :func:`edgespeak.tts.fish_protocol.opus_bitrate_bps`. Raises UnsupportedRequest."""
+    :func:`edgespeak.wire.fish.opus_bitrate_bps`. Raises UnsupportedRequest."""
     try:
         return fp.opus_bitrate_bps(value)
     except ValueError as exc:

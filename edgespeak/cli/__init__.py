@@ -1,0 +1,1 @@
+"""The ``edgespeak`` command: run, serve, say, cache, voices, doctor, ha."""

@@ -1,0 +1,1 @@
+"""Rhasspy Hermes: message shapes and the routes that speak them."""

@@ -1,0 +1,1 @@
+"""Home Assistant over MQTT: discovery messages and the retained node state."""

@@ -1,0 +1,1 @@
+"""Which announcement plays next: priority queue, expiry, dedup, preemption, stop."""

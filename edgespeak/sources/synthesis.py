@@ -1,0 +1,209 @@
+"""Provider synthesis with single flight: one stream per phrase, however many want it.
+
+A :class:`Flight` is one provider session for one cache key, decoded to PCM as it arrives and
+teed into the phrase cache. Everyone who wants that phrase while the flight is under way (two
+announcements of the same doorbell phrase, an announcement racing the startup pre-warm)
+follows the same flight from its first chunk instead of starting a second session. The cache
+entry is committed only when the provider ended the session with ``finish`` (reason ``stop``)
+and sent audio. A flight nobody follows any more is cancelled, unless it was started to fill
+the cache (``keep``), which runs to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from edgespeak.audio.formats import make_decoder
+from edgespeak.base.errors import TtsProtocolError, TtsUnavailable
+from edgespeak.providers.client import TtsClient
+from edgespeak.sources.cache import CacheWriter, PhraseCache
+
+log = logging.getLogger(__name__)
+
+
+class Flight:
+    """One synthesis of one phrase: bytes of s16le mono PCM at :attr:`rate_hz` Hz, in chunks."""
+
+    def __init__(self, key: str, *, keep: bool) -> None:
+        self.key = key
+        self.keep = keep
+        self.rate_hz: int | None = None
+        self.chunks: list[bytes] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._followers = 0
+        self._tick = asyncio.get_running_loop().create_future()
+
+    def _changed(self) -> None:
+        tick, self._tick = self._tick, asyncio.get_running_loop().create_future()
+        tick.set_result(None)
+
+    def add(self, pcm: bytes, rate_hz: int) -> None:
+        """Append a chunk of PCM at ``rate_hz`` Hz and wake the followers."""
+        self.rate_hz = rate_hz
+        self.chunks.append(pcm)
+        self._changed()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Mark the flight complete (``error`` None) or failed, and wake the followers."""
+        self.done, self.error = True, error
+        self._changed()
+
+    async def follow(self) -> AsyncGenerator[bytes, None]:
+        """Yield every chunk from the first, as the flight produces them.
+
+        Raises whatever ended the flight (TtsUnavailable, TtsRejected, TtsProtocolError,
+        AudioFormatError). Leaving early cancels the flight when nobody else follows it and it
+        is not ``keep``.
+        """
+        self._followers += 1
+        try:
+            i = 0
+            while True:
+                while i < len(self.chunks):
+                    yield self.chunks[i]
+                    i += 1
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                await asyncio.shield(self._tick)
+        finally:
+            self._followers -= 1
+            if self._followers == 0 and not self.keep and not self.done and self.task:
+                self.task.cancel()
+
+
+class Synthesizer:
+    """Starts or joins provider flights; ``flights`` holds those under way, by cache key."""
+
+    def __init__(self, tts: TtsClient, fmt: str, rate_hz: int, cache: PhraseCache | None):
+        self._tts = tts
+        self._format = fmt
+        self._rate_hz = rate_hz
+        self._cache = cache
+        self.flights: dict[str, Flight] = {}
+
+    def flight(
+        self,
+        key: str,
+        text: str,
+        request: dict[str, Any],
+        *,
+        voice: str | None,
+        keep: bool = False,
+    ) -> Flight:
+        """The flight for ``key``: the one under way, else a new provider session for ``text``.
+
+        ``request``: the provider request
+        (:func:`edgespeak.providers.fish_request.provider_request`);
+        ``voice`` is recorded in the cache index.
+        ``keep``: run to the end even if nobody follows (cache filling). Joining a flight
+        started without ``keep`` with ``keep=True`` upgrades it.
+        """
+        flight = self.flights.get(key)
+        if flight is not None:
+            flight.keep = flight.keep or keep
+            return flight
+        flight = Flight(key, keep=keep)
+        self.flights[key] = flight
+        flight.task = asyncio.create_task(
+            self._produce(flight, text, request, voice), name=f"synthesis-{key[:8]}"
+        )
+        flight.task.add_done_callback(lambda _: self._landed(flight))
+        return flight
+
+    def _landed(self, flight: Flight) -> None:
+        if self.flights.get(flight.key) is flight:
+            del self.flights[flight.key]
+        if not flight.done:  # cancelled before it started
+            flight.end(TtsUnavailable("synthesis cancelled"))
+
+    async def _produce(
+        self, flight: Flight, text: str, request: dict[str, Any], voice: str | None
+    ) -> None:
+        decoder = make_decoder(self._format, self._rate_hz)
+        tee = _CacheTee(self._cache, flight.key, text, voice)
+        try:
+            async for chunk in self._tts.stream(text, request):
+                if pcm := decoder.feed(chunk):
+                    self._add(flight, tee, pcm, decoder.rate_hz)
+            if tail := decoder.finish():
+                self._add(flight, tee, tail, decoder.rate_hz)
+            if not flight.chunks:
+                raise TtsProtocolError("the provider finished without sending audio")
+        except Exception as exc:
+            tee.discard()
+            flight.end(exc)
+        except BaseException:  # cancelled: nobody follows any more, or shutdown
+            tee.discard()
+            flight.end(TtsUnavailable("synthesis cancelled"))
+            raise
+        else:
+            await tee.commit()
+            flight.end()
+
+    @staticmethod
+    def _add(flight: Flight, tee: _CacheTee, pcm: bytes, rate_hz: int | None) -> None:
+        assert rate_hz is not None, "decoders know their rate once they yield PCM"
+        flight.add(pcm, rate_hz)
+        tee.write(pcm, rate_hz)
+
+    async def close(self) -> None:
+        """Cancel every flight under way (shutdown)."""
+        tasks = [f.task for f in self.flights.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class _CacheTee:
+    """Copies a flight's PCM into the phrase cache; a cache failure only stops the copy."""
+
+    def __init__(self, cache: PhraseCache | None, key: str, text: str, voice: str | None):
+        self._cache = cache
+        self._key = key
+        self._text = text
+        self._voice = voice
+        self._writer: CacheWriter | None = None
+        self._failed = False
+
+    def write(self, pcm: bytes, rate_hz: int) -> None:
+        if self._failed or self._cache is None:
+            return
+        try:
+            if self._writer is None:
+                self._writer = self._cache.writer(
+                    self._key, rate_hz, text=self._text, voice=self._voice
+                )
+                if self._writer is None:
+                    self._failed = True
+                    return
+            self._writer.write(pcm)
+        except OSError as exc:
+            log.warning("phrase cache write failed, not caching this phrase: %s", exc)
+            self.discard()
+
+    async def commit(self) -> None:
+        """Store the entry, in a thread (it fsyncs and may wait for the index lock); the
+        stream did finish, so a cancellation meanwhile does not stop the commit."""
+        writer, self._writer = self._writer, None
+        if writer is None or self._failed:
+            return
+        try:
+            await asyncio.shield(asyncio.to_thread(writer.commit))
+        except OSError as exc:
+            log.warning("phrase cache commit failed: %s", exc)
+
+    def discard(self) -> None:
+        self._failed = True
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None

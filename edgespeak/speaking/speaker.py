@@ -1,0 +1,305 @@
+"""Speak one announcement: cache hit, provider stream, or offline fallback → ALSA, with events.
+
+Order of sources: a verified phrase-cache entry (``source: "cache"``); else the provider
+stream, joined with any synthesis of the same phrase already under way (``"stream"``); else,
+when the provider cannot deliver first audio within ``[tts] first_audio_timeout_ms`` (refused,
+unreachable, server error, timeout), espeak-ng in the daemon (``"fallback"``, never cached).
+Events: ``playing`` when the first frame is handed to ALSA (with ``ttfa_ms``), then
+``finished`` or ``failed``.
+
+Chimes: an announcement with ``chime`` starts its chime (after the lead-in) and its synthesis
+at the same moment; the speech utterance is queued behind the chime as soon as its first audio
+is in, so it follows the chime's last frame with no gap when synthesis is faster than the
+chime. ``ttfa_ms`` then measures to the chime's first frame, and ``chime_gap_ms`` in the
+``finished`` event is the silence the device played between chime and speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from edgespeak.audio.alsa import AlsaSink, Playback, Utterance
+from edgespeak.base.announcement import Announcement
+from edgespeak.base.errors import (
+    AudioFormatError,
+    EdgespeakError,
+    TtsError,
+    TtsProtocolError,
+    TtsUnavailable,
+)
+from edgespeak.base.events import Event, Source
+from edgespeak.config import Settings
+from edgespeak.providers.fish_request import announcement_request
+from edgespeak.sources.cache import PhraseCache, phrase_key
+from edgespeak.sources.espeak import EspeakEngine
+from edgespeak.sources.synthesis import Synthesizer
+from edgespeak.speaking.chimes import ChimeError, Chimes
+
+log = logging.getLogger(__name__)
+Publish = Callable[[Event], None]
+PCM = AsyncGenerator[bytes, None]
+
+
+@dataclass
+class _Audio:
+    """Where an announcement's sound comes from: chunks of s16le mono PCM at ``rate()`` Hz."""
+
+    source: Source
+    pcm: PCM
+    rate: Callable[[], int | None]
+    reason: str | None = None  # why the fallback speaks
+
+
+class Speaker:
+    """Turns announcements into sound on ``sink``, publishing events through ``publish``.
+
+    ``fallback``: the in-daemon espeak-ng engine, or None when disabled or not installed.
+    ``chimes``: the chime library (None: a ``chime`` field is reported as unknown).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        synth: Synthesizer,
+        endpoint: str,
+        sink: AlsaSink,
+        cache: PhraseCache | None,
+        fallback: EspeakEngine | None,
+        publish: Publish,
+        chimes: Chimes | None = None,
+    ) -> None:
+        self._settings = settings
+        self._synth = synth
+        self._endpoint = endpoint
+        self._sink = sink
+        self._cache = cache
+        self._fallback = fallback
+        self._publish = publish
+        self._chimes = chimes
+
+    async def speak(self, ann: Announcement) -> Event:
+        """Play ``ann``; returns the final event (``finished`` or ``failed``), already published.
+
+        Never raises for a failure of the provider, the audio device, the format, the cache or
+        the chime (an unusable chime is skipped; the ``finished`` event's ``warning`` says why).
+        """
+        if ann.sound is not None:
+            return await self._play_sound(ann, ann.sound)
+        request = announcement_request(self._settings, ann)
+        key = phrase_key(self._settings, self._endpoint, ann.text, request=request)
+        # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
+        cached = await asyncio.to_thread(self._cache.get, key) if self._cache else None
+        source: Source = "cache" if cached is not None else "stream"
+        chime: Utterance | None = None
+        warning = None
+        try:
+            rate_hz = cached.rate_hz if cached is not None else self._settings.tts.rate_hz
+            chime, warning = await self._start_chime(ann, rate_hz)
+            if cached is not None:
+                audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
+            else:
+                audio = await self._stream_or_fallback(ann, key, request)
+            source = audio.source
+            playback = await self._play(ann, audio, after=chime)
+        except EdgespeakError as exc:
+            return self.fail(ann, str(exc), source)
+        except BaseException:  # cancelled (interrupted, stopped): the chime stops too
+            if chime is not None:
+                await self._sink.abort(chime)
+            raise
+        first = playback if chime is None else chime.playback
+        return self._finished(
+            ann,
+            source,
+            playback,
+            first.first_frame_at,
+            underruns=playback.underruns + (chime.playback.underruns if chime else 0),
+            reason=audio.reason,
+            chime_gap_ms=_gap_ms(chime.playback, playback) if chime is not None else None,
+            warning=warning,
+        )
+
+    async def _play_sound(self, ann: Announcement, pcm: bytes) -> Event:
+        """Play a ready sound (``source: "sound"``): a Hermes WAV, a chime on its own."""
+        audio = _Audio("sound", _aiter([pcm]), lambda: ann.sound_rate_hz)
+        try:
+            playback = await self._play(ann, audio, after=None)
+        except EdgespeakError as exc:
+            return self.fail(ann, str(exc), "sound")
+        return self._finished(
+            ann, "sound", playback, playback.first_frame_at, underruns=playback.underruns
+        )
+
+    def _finished(
+        self,
+        ann: Announcement,
+        source: Source,
+        playback: Playback,
+        first_frame_at: float | None,
+        **extra: Any,
+    ) -> Event:
+        """Log and publish the ``finished`` event (TTFA to ``first_frame_at``); returns it."""
+        event = Event(
+            ann.id,
+            "finished",
+            source=source,
+            ttfa_ms=_ttfa_ms(ann, first_frame_at) if first_frame_at is not None else None,
+            duration_s=round(playback.duration_s, 3),
+            **extra,
+        )
+        log.info(
+            "%s %s from %s: ttfa %.0f ms, %.2f s, %d underruns",
+            "played" if source == "sound" else "spoke",
+            ann.id,
+            source,
+            event.ttfa_ms or 0,
+            playback.duration_s,
+            event.underruns or 0,
+        )
+        self._publish(event)
+        return event
+
+    async def _stream_or_fallback(
+        self, ann: Announcement, key: str, request: dict[str, Any]
+    ) -> _Audio:
+        """The provider's PCM for ``request`` once its first chunk is in; else the fallback
+        engine's.
+
+        Raises the provider's error (TtsError, AudioFormatError) when there is no fallback,
+        with the fallback's reason added when it failed too.
+        """
+        flight = self._synth.flight(key, ann.text, request, voice=request.get("reference_id"))
+        pcm = flight.follow()
+        timeout_s = self._settings.tts.first_audio_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout_s):
+                first = await anext(pcm)
+        except (TtsError, AudioFormatError, TimeoutError) as exc:
+            await pcm.aclose()
+            problem = exc
+            if isinstance(exc, TimeoutError):
+                problem = TtsUnavailable(f"no audio from the provider within {timeout_s:g} s")
+            reason = str(problem)
+            if self._fallback is None:
+                raise problem from None
+            log.warning("speaking %s with the fallback engine: %s", ann.id, reason)
+            fallback = self._fallback
+            pcm = _explained(fallback.synthesize(ann.text), reason)
+            return _Audio("fallback", pcm, lambda: fallback.rate_hz, reason)
+        return _Audio("stream", _prepend(first, pcm), lambda: flight.rate_hz)
+
+    async def _start_chime(
+        self, ann: Announcement, rate_hz: int
+    ) -> tuple[Utterance | None, str | None]:
+        """Queue ``ann``'s chime (lead-in first) at ``rate_hz`` and its end, without waiting
+        for it to play. Returns its utterance, or None and a warning when it cannot be played
+        (unknown or broken file: logged, the speech goes on without it)."""
+        if ann.chime is None:
+            return None, None
+        try:
+            if self._chimes is None:
+                raise ChimeError(f"unknown chime {ann.chime!r} (no chimes configured)")
+            pcm = self._chimes.pcm(ann.chime, rate_hz)
+        except ChimeError as exc:
+            log.warning("announcement %s plays without its chime: %s", ann.id, exc)
+            return None, str(exc)
+        utt = await self._sink.begin(rate_hz, lead_in_ms=ann.lead_in_ms, gain=_gain(ann))
+        await self._sink.write(utt, pcm)
+        self._sink.end_nowait(utt)
+        return utt, None
+
+    async def _play(self, ann: Announcement, audio: _Audio, after: Utterance | None) -> Playback:
+        """Write the audio to the sink as it arrives; drain; abort the sound on any failure.
+
+        ``after``: the chime this speech follows (then no lead-in of its own: the chime had it).
+        """
+        utt: Utterance | None = None
+        playing: asyncio.Task[None] | None = None
+        try:
+            async for chunk in audio.pcm:
+                if utt is None:
+                    rate_hz = audio.rate()
+                    assert rate_hz is not None, "sources know their rate once they yield PCM"
+                    utt = await self._sink.begin(
+                        rate_hz,
+                        lead_in_ms=ann.lead_in_ms if after is None else 0,
+                        gain=_gain(ann),
+                    )
+                    first = after or utt
+                    playing = asyncio.create_task(self._announce_playing(ann, audio.source, first))
+                await self._sink.write(utt, chunk)
+            if utt is None:
+                raise TtsProtocolError(f"the {audio.source} source finished without audio")
+            return await self._sink.end(utt)
+        except BaseException:
+            if utt is not None:
+                await self._sink.abort(utt)
+            raise
+        finally:
+            await audio.pcm.aclose()
+            if playing is not None:
+                await playing
+
+    async def _announce_playing(self, ann: Announcement, source: Source, utt: Utterance) -> None:
+        try:
+            first = await utt.first_frame
+        except EdgespeakError:
+            return
+        self._publish(Event(ann.id, "playing", source=source, ttfa_ms=_ttfa_ms(ann, first)))
+
+    def fail(self, ann: Announcement, error: str, source: Source | None = None) -> Event:
+        """Log and publish a ``failed`` event for ``ann``; returns it."""
+        log.error("announcement %s failed: %s", ann.id, error)
+        event = Event(ann.id, "failed", source=source, error=error)
+        self._publish(event)
+        return event
+
+
+def _gain(ann: Announcement) -> float:
+    return 1.0 if ann.volume is None else ann.volume
+
+
+def _gap_ms(chime: Playback, speech: Playback) -> float | None:
+    """Milliseconds of silence between the chime's last frame and the speech's first: exact
+    (frames the device played) when it kept running in between, else estimated from the
+    clock (the device stopped: the chime's play time taken as its length)."""
+    if speech.gap_frames is not None:
+        return round(speech.gap_frames * 1000 / speech.rate_hz, 1)
+    if chime.first_frame_at is None or speech.first_frame_at is None:
+        return None
+    chime_s = (chime.lead_in_frames + chime.frames) / chime.rate_hz
+    return round(max(0.0, speech.first_frame_at - chime.first_frame_at - chime_s) * 1000, 1)
+
+
+def _ttfa_ms(ann: Announcement, first_frame_at: float) -> float:
+    """Milliseconds from MQTT receipt to the first frame handed to ALSA."""
+    return round((first_frame_at - ann.received_at) * 1000, 1)
+
+
+async def _aiter(items: Iterable[bytes]) -> PCM:
+    for item in items:
+        yield item
+
+
+async def _prepend(first: bytes, rest: PCM) -> PCM:
+    yield first
+    try:
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
+
+
+async def _explained(fallback: PCM, provider_reason: str) -> PCM:
+    """The fallback's PCM; if it fails too, its error says why both failed."""
+    try:
+        async for item in fallback:
+            yield item
+    except TtsError as exc:
+        raise TtsUnavailable(f"{provider_reason}; fallback failed too: {exc}") from None
+    finally:
+        await fallback.aclose()

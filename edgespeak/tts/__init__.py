@@ -1,1 +1,0 @@
-"""TTS providers: protocol messages and clients."""
