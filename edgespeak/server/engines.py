@@ -12,6 +12,7 @@ then kept. Piper is imported only when a Piper voice is loaded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,7 @@ class LocalEngines:
             espeak, missing = None, exc
         if voice is None:
             best = catalogue.best()
-            voice = best.id if best is not None and _piper_importable() else ESPEAK_DEFAULT
+            voice = best.id if best is not None and piper_importable() else ESPEAK_DEFAULT
         engines = cls(espeak, catalogue, VoiceChoice(voice, "espeak-ng"))
         if catalogue.has(voice):
             engines.default = VoiceChoice(voice, "piper")
@@ -97,6 +98,8 @@ class LocalEngines:
             self.catalogue.get(voice)  # raises VoiceError for a broken one
             if voice in self._failed:
                 raise self._failed[voice]
+            if not piper_importable():
+                raise VoiceError(f"Piper voice {voice!r}: {PIPER_MISSING}")
             return VoiceChoice(voice, "piper")
         try:
             if self.espeak is None:
@@ -182,9 +185,10 @@ class LocalEngines:
             self._executor = None
 
 
-def _piper_importable() -> bool:
+@functools.cache
+def piper_importable() -> bool:
     """Whether Piper and onnxruntime import here (they are then loaded: a Piper voice is about
-    to be). False, with a warning, when the extra is not installed."""
+    to be). False, with a warning (once), when the extra is not installed."""
     try:
         import edgespeak.sources.piper  # noqa: F401
     except ImportError as exc:
