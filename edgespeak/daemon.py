@@ -88,6 +88,8 @@ class Daemon:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
                 chimes = Chimes(s.sounds.dir)
                 fallback = fallback_engine(s)
+                if fallback is not None:  # a Piper worker loads its voice meanwhile
+                    fallback_started = asyncio.create_task(fallback.start(), name="fallback")
                 speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self._publish, chimes)
                 scheduler = Scheduler(
                     speaker.speak, self._publish, queue_max=s.daemon.queue_max,
@@ -105,7 +107,7 @@ class Daemon:
                     asyncio.create_task(self._report_state(scheduler, cache, tts), name="state"),
                 }
                 if cache is not None and s.cache.phrases:
-                    warmer = PhraseWarmer(s, synth, tts.url, cache)
+                    warmer = PhraseWarmer(s, synth, tts.url, cache, fallback=fallback)
                     tasks.add(asyncio.create_task(warmer.run(tts), name="warmer"))
 
                 def healthy() -> bool:
@@ -129,6 +131,11 @@ class Daemon:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 await synth.close()
+                if fallback is not None:
+                    fallback_started.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fallback_started
+                    await fallback.close()
         finally:
             await asyncio.to_thread(sink.close)
             if cache is not None:

@@ -145,7 +145,7 @@ async def test_first_sentence_goes_out_before_the_last_is_synthesised(base_url: 
     assert len(arrivals) == len(sentences)
     first_s, last_s = arrivals[0][0], arrivals[-1][0]
     assert first_s < 0.5 * last_s, [round(t, 3) for t, _ in arrivals]
-    heard(arrivals[0][1], 22050, "first sentence")
+    heard(arrivals[0][1], 22050, "sentence")
     heard(arrivals[-1][1], 22050, "end")
 
 

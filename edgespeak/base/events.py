@@ -32,6 +32,10 @@ class Event:
     ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
     ``chime_gap_ms``: milliseconds of silence between the chime and the speech (chimed only).
     ``warning``: something that went wrong without stopping it (an unknown chime, skipped).
+    ``voice``/``engine``: which voice spoke and what made the audio (finished only): the
+    fallback's voice and ``espeak-ng`` or ``piper``; for a stream or a cached phrase the
+    provider (``fish``, ``cartesia``) and the voice asked of it (absent: its default), or the
+    Piper voice that rendered a pinned phrase the provider could not.
     """
 
     id: str
@@ -44,6 +48,8 @@ class Event:
     reason: str | None = None
     chime_gap_ms: float | None = None
     warning: str | None = None
+    voice: str | None = None
+    engine: str | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:
