@@ -18,6 +18,7 @@ SMALLEST = [
     ["capacity", "--sessions", "2", "--concurrency", "1,2"],
     ["footprint", "--idle-s", "1", "--starts", "2", "--speech-s", "1", "--burst", "5",
      "--soak", "5"],
+    ["piper", "--sessions", "2", "--rtf-runs", "2"],
 ]  # fmt: skip
 
 
@@ -47,3 +48,6 @@ def test_each_benchmark_runs_and_writes_its_rows(tmp_path: Path) -> None:
     assert stream["internet"]["sdk_overhead_ms"]["p50"] >= 120
     assert benches["footprint"]["burst"]["outcomes"] == {"finished": 5}
     assert benches["footprint"]["soak"]["sources"] == ["cache"]
+    daemon = benches["piper"]["summary"]["daemon"]
+    assert "worker PSS" not in daemon["espeak-ng fallback"]  # no worker without Piper
+    assert daemon["Piper fallback"]["worker PSS"] > daemon["Piper fallback"]["daemon PSS"]

@@ -68,6 +68,9 @@ class PiperEngine:
         self._config = PiperConfig.from_dict(read_config(info.config_path))
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        # onnxruntime's CPU arena keeps every sentence's peak allocation: without it a voice
+        # held ~50 MiB less after syntheses (233 → 188 MiB RSS) and was no slower (measured).
+        options.enable_cpu_mem_arena = False
         try:
             session = onnxruntime.InferenceSession(
                 str(model), sess_options=options, providers=["CPUExecutionProvider"]
