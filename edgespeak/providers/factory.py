@@ -7,18 +7,22 @@ from edgespeak.providers.cartesia import CartesiaClient
 from edgespeak.providers.client import TtsClient
 from edgespeak.providers.fish import FishLiveClient
 
+# A Cartesia voice id (a UUID) for the local server: it speaks such ids in its default voice.
+SERVER_DEFAULT_VOICE = "00000000-0000-0000-0000-000000000000"
+
 
 def make_client(s: Settings) -> TtsClient:
     """The provider client for ``s`` (use it as an async context manager): Cartesia's or
     Fish's by ``[tts] provider``. Cartesia's default voice on the local server is
-    ``[server] voice``."""
+    ``[server] voice``, or when that is unset the server's own default."""
     if s.tts.provider == "cartesia":
         local = s.tts.url is None
         return CartesiaClient(
             s.tts_url,
             token=s.tts_token,
             model=s.tts.model,
-            voice=s.tts.reference_id or (s.server.voice if local else None),
+            voice=s.tts.reference_id
+            or ((s.server.voice or SERVER_DEFAULT_VOICE) if local else None),
             language=s.tts.language,
             sample_rate=s.tts.rate_hz,
             version=s.tts.cartesia_version,

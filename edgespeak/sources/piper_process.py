@@ -59,11 +59,16 @@ class PiperProcess:
         """Start the worker and wait until its voice is loaded. Raises VoiceError saying why
         the voice cannot be used (its files, Piper missing, the worker dying or too slow)."""
         await self.close()
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgespeak.sources.piper_worker",
-            str(self.info.model_path), str(self.info.config_path),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "edgespeak.sources.piper_worker",
+                str(self.info.model_path), str(self.info.config_path),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        except OSError as exc:
+            raise VoiceError(
+                f"Piper voice {self.voice!r}: cannot start its worker: {exc}"
+            ) from None
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 kind, body = await self._frame()

@@ -144,7 +144,11 @@ class PhraseWarmer:
         if piper is None or not self._cache.usable:
             return WarmResult(phrase, "failed", error)
         log.info("rendering pinned phrase %r with Piper voice %s", phrase.text, piper.voice)
-        writer = self._cache.writer(key, piper.rate_hz, text=phrase.text, voice=piper.voice)
+        try:
+            writer = self._cache.writer(key, piper.rate_hz, text=phrase.text, voice=piper.voice)
+        except OSError as exc:
+            log.warning("phrase cache write failed, not caching %r: %s", phrase.text, exc)
+            writer = None
         if writer is None:
             return WarmResult(phrase, "failed", error)
         try:
