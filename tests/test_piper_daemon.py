@@ -14,7 +14,7 @@ from harness.stack import free_port
 from tests.asr import heard
 from tests.conftest import Stack, TtsServer, daemon_process, logged
 from tests.helpers import espeak_pcm
-from tests.test_piper_server import JOE
+from tests.test_piper_server import JOE, copy_voice
 
 DOOR = "Someone is at the front door."
 WASHER = "The washing machine has finished."
@@ -118,3 +118,23 @@ async def test_the_providers_rendering_replaces_pipers_when_it_is_back(stack: St
     entry = next(e for e in PhraseCache(stack.cache_dir).entries() if e.text == DOOR)
     assert entry.voice is None and entry.pinned
     assert stack.capture.read() == await asyncio.wait_for(stack.sent(DOOR), 30)
+
+
+async def test_a_corrupt_fallback_voice_is_logged_at_start_and_espeak_ng_speaks(
+    stack: Stack,
+) -> None:
+    voices = stack.workdir / "voices"
+    model, _ = copy_voice(voices, "en_US-broken-medium")
+    model.write_bytes(model.read_bytes()[:1_000_000])
+    path = stack.config()
+    text = path.read_text().replace("[fallback]\n", f'[server]\npiper_voices_dir = "{voices}"\n'
+                                    '[fallback]\nvoice = "en_US-broken-medium"\n')  # fmt: skip
+    path.write_text(text)
+    async with stack.daemon(path) as w:
+        await logged(stack.daemon_log, "[fallback] voice: Piper voice 'en_US-broken-medium'")
+        stack.tts.stop()
+        down = await w.say(DOOR, "door-1")
+    log = stack.daemon_log.read_text()
+    assert "cannot load" in log and "the fallback speaks espeak-ng instead" in log
+    assert (down["source"], down["engine"], down["voice"]) == ("fallback", "espeak-ng", "en-us")
+    assert stack.capture.read() == espeak_pcm(DOOR, "en-us")
