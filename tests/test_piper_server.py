@@ -44,8 +44,8 @@ def seconds(pcm: bytes, rate_hz: int) -> float:
     return len(pcm) / 2 / rate_hz
 
 
-def rms(pcm: bytes) -> float:
-    return float(np.sqrt(np.mean(np.frombuffer(pcm, dtype="<i2").astype(np.float64) ** 2)))
+def peak(pcm: bytes) -> int:
+    return int(np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.int32)).max())
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +104,11 @@ def test_fish_sdk_prosody_and_reference_id_select_piper_speed_volume(fish: FishA
     quiet = speak(prosody=Prosody(speed=1.0, volume=-6))
     heard(plain, 22050, "washing machine")
     heard(fast, 22050, "machine")
-    assert 0.55 < seconds(fast, 22050) / seconds(plain, 22050) < 0.8  # length_scale / 1.5
-    # Piper peaks every sentence at full scale; -6 dB is a gain of 0.5 after that.
-    assert rms(quiet) / rms(plain) == pytest.approx(10 ** (-6 / 20), rel=0.15)
+    assert 0.5 < seconds(fast, 22050) / seconds(plain, 22050) < 0.85  # length_scale / 1.5: ~0.67
+    # Piper peaks every sentence at full scale, then -6 dB is a gain of 0.5: compare peaks,
+    # which Piper fixes, not loudness, which changes from one rendering to the next.
+    assert peak(plain) >= 32766
+    assert peak(quiet) == pytest.approx(32767 * 10 ** (-6 / 20), rel=0.01)
 
 
 def test_fish_sdk_convert_over_http_with_piper(fish: FishAudio) -> None:
