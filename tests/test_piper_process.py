@@ -40,7 +40,7 @@ async def test_a_request_left_early_does_not_disturb_the_next(worker: PiperProce
     await speech.aclose()
     assert len(first) > 0
     pcm = b"".join([chunk async for chunk in worker.synthesize("Dinner is ready.")])
-    heard(pcm, 22050, "dinner")  # not the rest of the cancelled request
+    heard(pcm, 22050, "Dinner is ready.")  # not the rest of the cancelled request
 
 
 async def test_requests_take_turns(worker: PiperProcess) -> None:
@@ -49,7 +49,7 @@ async def test_requests_take_turns(worker: PiperProcess) -> None:
 
     three, one = await asyncio.gather(say(THREE), say("And this is the end."))
     assert len(three) == 3 and len(one) == 1
-    heard(one[0], 22050, "the end")
+    heard(one[0], 22050, "And this is the end.")
 
 
 async def test_a_dead_worker_fails_its_request_clearly(worker: PiperProcess) -> None:
