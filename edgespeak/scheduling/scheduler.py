@@ -9,8 +9,10 @@ Rules (the README states them for users):
   interrupts everything else, and nothing interrupts an announcement of its own priority.
 - An announcement still waiting when its ``ttl_s`` (payload, else ``[daemon] ttl_s``) has
   passed since receipt is dropped unspoken (state ``expired``).
-- A payload ``id`` seen within ``[daemon] dedup_window_s`` is ignored (a QoS 1 redelivery, a
-  double-fired automation): logged, no event.
+- A payload ``id`` accepted within ``[daemon] dedup_window_s`` is ignored (a QoS 1 redelivery,
+  a double-fired automation): logged, no event (the README: "ignored"; the first one has its
+  events). Only accepted ids count: one that failed for a full queue (refused, or dropped for a
+  newcomer) was never spoken, so the same id sent again is handled afresh.
 - At most ``[daemon] queue_max`` announcements wait. When full, a newcomer that outranks the
   lowest-priority waiting one takes its place (that one fails with "dropped: queue full");
   otherwise the newcomer fails with "queue full". The queue always holds the ones that would
@@ -84,6 +86,8 @@ class Scheduler:
             log.warning("dropping %s: %s", ann.id, error)
             self._publish(Event(ann.id, "failed", error=error))
             return
+        if ann.id_given:
+            self._seen[ann.id] = ann.received_at
         self._publish(Event(ann.id, "received"))
         heapq.heappush(self._waiting, (-ann.rank, next(self._seq), ann))
         if self._current is not None and ann.rank > self._current[0].rank:
@@ -113,13 +117,11 @@ class Scheduler:
             task.cancel()
 
     def _is_duplicate(self, ann: Announcement) -> bool:
+        """Whether ``ann``'s id was accepted within the dedup window (older ones forgotten)."""
         horizon = ann.received_at - self._dedup_window_s
         while self._seen and next(iter(self._seen.values())) < horizon:
             self._seen.popitem(last=False)
-        if ann.id in self._seen:
-            return True
-        self._seen[ann.id] = ann.received_at
-        return False
+        return ann.id in self._seen
 
     def _make_room(self, ann: Announcement) -> bool:
         """Drop the waiting announcement that would play last if ``ann`` outranks it."""
@@ -128,6 +130,8 @@ class Scheduler:
             return False
         self._waiting.remove(last)
         heapq.heapify(self._waiting)
+        if last[2].id_given:
+            self._seen.pop(last[2].id, None)  # never spoken: the same id may come again
         error = f"dropped: queue full and {ann.id} ({ann.priority} priority) came in"
         log.warning("dropping %s: %s", last[2].id, error)
         self._publish(Event(last[2].id, "failed", error=error))
