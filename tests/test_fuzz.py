@@ -56,6 +56,8 @@ SPECIFIC = re.compile(
     r"|payload is not valid UTF-8 \(byte \d+\)"
     r"|malformed JSON \(.+; line \d+ column \d+\)"
     r"|JSON payload must be an object.*"
+    r"|JSON is nested too deeply to decode"
+    r"|JSON cannot be decoded: .+"
     r"|text is empty( after removing control characters)?"
     r"|text is \d+ characters; the limit is \d+ \(\[limits\] max_text_chars\))$",
     re.DOTALL,

@@ -191,6 +191,19 @@ def test_undecodable_say_payloads(raw: bytes, message: str) -> None:
         say(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[" * 10_000, "JSON is nested too deeply to decode"),
+        (b'{"text": "Hi", "x": ' + b"[" * 10_000 + b"}", "JSON is nested too deeply"),
+        (b'{"text": "Hi", "n": ' + b"1" * 5000 + b"}", "JSON cannot be decoded: Exceeds"),
+    ],
+)
+def test_say_the_json_decoder_cannot_take_is_refused_saying_why(raw: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        say(raw)
+
+
 def test_say_finished_echoes_id_session_and_site() -> None:
     s = say(RHASSPY_SAY_FULL)
     assert s is not None

@@ -60,6 +60,7 @@ from edgespeak.inlets.payload import (
     MAX_TEXT_CHARS,
     clean_text,
     decode_payload,
+    load_json,
 )
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ def parse_say(
     else a generated one; ``voice`` stays None (see the module doc on ``lang``).
 
     Raises PayloadError naming the field for: a payload over ``max_bytes``, invalid
-    UTF-8, malformed JSON or JSON that is not an object, a non-string ``siteId``/``id``/
+    UTF-8, malformed JSON, JSON the decoder cannot take (too deeply nested, a number of over
+    4300 digits) or JSON that is not an object, a non-string ``siteId``/``id``/
     ``sessionId``/``lang``, a missing, non-string or empty ``text`` or one over ``max_chars``
     characters once control characters are removed, a ``volume`` that is not a
     number or is outside 0..1. The error's ``announcement_id`` is the Hermes ``id`` when it
@@ -256,7 +258,7 @@ def play_finished(play: PlayBytes) -> bytes:
 def _json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     body = decode_payload(payload, max_bytes)
     try:
-        obj = json.loads(body)
+        obj = load_json(body)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise PayloadError(f"malformed JSON ({exc.msg}; {where})") from None
