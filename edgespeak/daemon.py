@@ -32,8 +32,8 @@ from edgespeak.inlets.hermes.routes import HermesLink
 from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
-from edgespeak.inlets.mqtt.connect import Topics
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
+from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.providers.client import TtsClient
 from edgespeak.providers.factory import make_client
 from edgespeak.scheduling.scheduler import Scheduler
@@ -55,7 +55,7 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+        self.topics = Topics.from_settings(settings)
         self.state = NodeState()
         self.volumes = VolumeStore(settings.daemon.state_dir)
         self.notifier = Notifier()

@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from edgespeak import __version__
 from edgespeak.config import HomeAssistantConfig, MqttConfig, Settings, SoundsConfig
 from edgespeak.inlets.homeassistant import discovery as homeassistant
-from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.inlets.payload import parse_payload
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def node(settings: Settings) -> Topics:
-    return Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+    return Topics.from_settings(settings)
 
 
 def payloads(settings: Settings) -> dict[str, dict[str, Any]]:

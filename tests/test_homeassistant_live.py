@@ -31,7 +31,7 @@ import pytest
 from edgespeak import __version__
 from edgespeak.config import Settings, load_config
 from edgespeak.inlets.homeassistant.discovery import discovery_messages
-from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.speaking.chimes import Chimes
 from harness.stack import edgespeak_command
 from tests.conftest import Stack, Watcher, base_env, daemon_process, watching
@@ -183,7 +183,7 @@ def expected_discovery(config: Path) -> list[tuple[str, bytes]]:
 
 
 def topics(s: Settings) -> Topics:
-    return Topics(s.mqtt.prefix, s.node_id, s.mqtt.groups)
+    return Topics.from_settings(s)
 
 
 def entity(config: Path, component: str, key: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import uuid
 import aiomqtt
 
 from edgespeak.config import Settings
-from edgespeak.inlets.mqtt.connect import ProtocolChoice, Topics, connected
+from edgespeak.inlets.mqtt.connect import ProtocolChoice, connected
+from edgespeak.inlets.mqtt.topics import Topics
 
 
 async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: float) -> int:
@@ -19,7 +20,7 @@ async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: fl
 
     Returns 0 when spoken, 1 when it failed or timed out, 2 when the broker is unreachable.
     """
-    topics = Topics(settings.mqtt.prefix, settings.node_id)
+    topics = Topics.from_settings(settings)
     ann_id = uuid.uuid4().hex[:12]
     payload = {"text": text, "id": ann_id} | ({"voice": voice} if voice else {})
     try:

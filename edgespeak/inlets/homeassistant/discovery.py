@@ -44,7 +44,7 @@ import json
 from typing import Any, Final
 
 from edgespeak.config import Settings
-from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.inlets.mqtt.topics import Topics
 
 #: The project's support page for the ``origin`` block; None leaves ``support_url`` out (Home
 #: Assistant rejects a discovery payload whose ``support_url`` is not an http(s) URL).

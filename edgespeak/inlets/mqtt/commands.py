@@ -1,6 +1,6 @@
 """The node's own MQTT inputs: announce, stop, chime and volume messages → scheduler and sink.
 
-Topics (see :class:`~edgespeak.inlets.mqtt.connect.Topics`):
+Topics (see :class:`~edgespeak.inlets.mqtt.topics.Topics`):
 ``<prefix>/<node_id|all|group/NAME>/announce``
 and ``…/stop``, ``<prefix>/<node_id>/chime`` (payload: a sound name, empty = ``[sounds]
 default_chime``), ``<prefix>/<node_id>/volume/set`` (payload: percent 0-100). A bad message
@@ -23,8 +23,8 @@ from edgespeak.base.errors import PayloadError
 from edgespeak.base.events import Event
 from edgespeak.config import Settings
 from edgespeak.inlets.homeassistant.state import NodeState
-from edgespeak.inlets.mqtt.connect import Topics
 from edgespeak.inlets.mqtt.link import Incoming, Route
+from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.inlets.payload import parse_payload, unreadable
 from edgespeak.inlets.rate_limit import TopicRateLimit
 from edgespeak.scheduling.scheduler import Scheduler
