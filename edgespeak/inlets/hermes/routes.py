@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.errors import PayloadError
-from edgespeak.base.events import Event
+from edgespeak.base.events import TERMINAL, Event
 from edgespeak.config import LimitsConfig
 from edgespeak.inlets.hermes.messages import (
     HermesTopics,
@@ -34,7 +34,6 @@ from edgespeak.inlets.mqtt.link import Incoming, Route
 from edgespeak.inlets.payload import unreadable
 
 log = logging.getLogger(__name__)
-DONE = ("finished", "failed", "interrupted", "expired")
 Post = Callable[[str, bytes], None]
 
 
@@ -107,7 +106,7 @@ class HermesLink:
 
     def observe(self, event: Event) -> None:
         """Answer the Hermes request behind ``event`` once it is over."""
-        if event.state not in DONE:
+        if event.state not in TERMINAL:
             return
         if says := self._says.get(event.id):
             self._post(self.topics.say_finished, say_finished(says.pop(0)))
