@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from edgespeak.base.errors import EdgespeakError
+from edgespeak.base.errors import EdgespeakError, RequestError
 from edgespeak.base.pcm import FrameCarry
 from edgespeak.config import ServerConfig
 from edgespeak.server.capacity import Capacity
@@ -55,7 +55,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _END = None  # work item: the context's last input arrived
 
 
-class InputError(Exception):
+class InputError(RequestError):
     """An input is refused: an ``error`` frame with ``status_code``, ``title`` and this
     message."""
 
