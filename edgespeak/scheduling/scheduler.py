@@ -19,6 +19,9 @@ Rules (the README states them for users):
   play first.
 - :meth:`Scheduler.stop` (``<prefix>/<node_id>/stop``) interrupts the playing announcement and
   drops every waiting one (state ``interrupted``).
+- :meth:`Scheduler.close` (the daemon stopping) does the same, then refuses newcomers (state
+  ``failed``); :meth:`Scheduler.run` returns once the playing one has ended, so every
+  announcement has had its last event by then.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Scheduler:
         self._current: tuple[Announcement, asyncio.Task[Event]] | None = None
         self._interrupted: dict[asyncio.Task[Event], str] = {}
         self._wakeup = asyncio.Event()
+        self._closed: str | None = None  # why newcomers are refused, once closed
 
     @property
     def queue_length(self) -> int:
@@ -77,7 +81,12 @@ class Scheduler:
 
     def submit(self, ann: Announcement) -> None:
         """Queue ``ann`` (publishing ``received``), or ignore/refuse it per the rules above;
-        interrupts the playing announcement if ``ann`` outranks it."""
+        interrupts the playing announcement if ``ann`` outranks it. Once closed, ``ann`` fails
+        ("not accepted: <why>")."""
+        if self._closed is not None:
+            log.info("refusing %s: %s", ann.id, self._closed)
+            self._publish(Event(ann.id, "failed", error=f"not accepted: {self._closed}"))
+            return
         if ann.id_given and self._is_duplicate(ann):
             log.info("ignoring duplicate announcement id %s", ann.id)
             return
@@ -98,18 +107,27 @@ class Scheduler:
             )
         self._wakeup.set()
 
-    def stop(self) -> None:
-        """Interrupt the playing announcement and drop every waiting one."""
+    def stop(self, cause: str | None = None) -> None:
+        """Interrupt the playing announcement and drop every waiting one (``interrupted``,
+        error ``stopped`` or ``stopped before it played``, followed by `` (cause)`` if given)."""
+        suffix = f" ({cause})" if cause else ""
         dropped, self._waiting = self._waiting, []
         for _, _, ann in sorted(dropped):
-            self._publish(Event(ann.id, "interrupted", error="stopped before it played"))
+            self._publish(Event(ann.id, "interrupted", error=f"stopped before it played{suffix}"))
         if self._current is not None:
-            self._interrupt(self._current[1], "stopped")
+            self._interrupt(self._current[1], f"stopped{suffix}")
         log.info(
             "stop: %d waiting dropped%s",
             len(dropped),
             ", playing one stopped" * bool(self._current),
         )
+
+    def close(self, why: str) -> None:
+        """:meth:`stop` with ``why`` as the cause, then refuse every newcomer; :meth:`run`
+        returns once the playing announcement has ended (its ``interrupted`` published)."""
+        self._closed = why
+        self.stop(why)
+        self._wakeup.set()
 
     def _interrupt(self, task: asyncio.Task[Event], why: str) -> None:
         if task not in self._interrupted:
@@ -143,9 +161,12 @@ class Scheduler:
         return f"waited {age:.1f} s, longer than its ttl_s {ttl:g}" if age > ttl else None
 
     async def run(self) -> None:
-        """Speak queued announcements until cancelled (the playing one is then cancelled)."""
+        """Speak queued announcements until :meth:`close` (then return once the playing one has
+        ended) or cancelled (the playing one is then cancelled, without an event)."""
         while True:
             while not self._waiting:
+                if self._closed is not None:
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
             _, _, ann = heapq.heappop(self._waiting)
