@@ -149,6 +149,22 @@ def test_json_the_decoder_itself_cannot_take_is_refused_saying_why(
     assert "set_int_max_str_digits" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"text": "Hi \\ud800 there."}', r"text is not valid Unicode: a lone surrogate "
+         r"\(\\ud800 at character 4\)"),
+        (b'{"text": "Hi.", "id": "a\\udfff"}', "field 'id' is not valid Unicode"),
+        (b'{"text": "Hi.", "voice": "\\ud800"}', "field 'voice' is not valid Unicode"),
+    ],
+)  # fmt: skip
+def test_a_lone_surrogate_escape_is_refused_naming_the_field(body: bytes, message: str) -> None:
+    """JSON can spell half a surrogate pair ("\\ud800"), which is no character: it cannot be
+    encoded as UTF-8 for the TTS request, the cache key or a reply, so it is refused here."""
+    with pytest.raises(PayloadError, match=message):
+        parse_payload(body)
+
+
 def test_malformed_json_error_says_where() -> None:
     with pytest.raises(PayloadError, match=r"malformed JSON \(.*line 1 column \d+\)"):
         parse_payload(b"{oops")

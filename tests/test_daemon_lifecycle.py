@@ -9,8 +9,10 @@ availability topic (one connection: the broker keeps the order it published them
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
+from pathlib import Path
+
+import aiomqtt
 
 from tests.conftest import Stack, daemon_process, watching
 from tests.test_homeassistant_live import Msg, inbox
@@ -51,24 +53,27 @@ async def test_stop_reports_the_playing_and_waiting_ones_before_offline(stack: S
     assert box.messages[offline + 1 :] == [], "nothing after offline"
 
 
-async def test_a_crashed_task_takes_the_daemon_down_non_zero_having_published_offline(
-    stack: Stack,
+async def test_a_crashed_task_takes_the_daemon_down_non_zero_with_offline(
+    stack: Stack, tmp_path: Path
 ) -> None:
-    """A Hermes say whose sessionId is a lone surrogate (a JSON escape) makes the Hermes
-    reply to its ``interrupted`` event raise in the scheduler task: the task crashes."""
-    async with held_provider() as provider:
-        config, port = stack.config(tts_url=provider.url), stack.broker.port
-        config.write_text(config.read_text() + '[hermes]\nenabled = true\nsite_id = "kitchen"\n')
-        with daemon_process(config, stack.capture, stack.workdir) as proc:
-            async with watching(port) as w, inbox(port, EVENT, AVAILABILITY) as box:
-                say = {"text": HOLD, "siteId": "kitchen", "id": "h-1", "sessionId": "\ud800"}
-                await w.client.publish("hermes/tts/say", json.dumps(say), qos=1)
-                await w.wait("playing", ann_id="h-1")
-                await w.client.publish("edgespeak/testnode/stop", b"", qos=1)
-                code = await exited(proc)
-                await box.wait_for(is_offline)
+    """The broker link's task crashes for real: its password file became unreadable, which
+    the next connection attempt finds (ConfigError, not retried). The broker is told to drop
+    the daemon by a client taking over its client id; the daemon exits 1 saying why, the rest
+    cancelled cleanly, and availability reads ``offline`` (the will: the link was down)."""
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("any password\n")  # the test broker takes anyone
+    config = stack.config(mqtt={"username": "edgespeak", "password_file": str(secret)})
+    port = stack.broker.port
+    with daemon_process(config, stack.capture, stack.workdir) as proc:
+        async with watching(port) as w, inbox(port, AVAILABILITY) as box:
+            assert (await w.say(DOOR, "before"))["state"] == "finished"
+            secret.unlink()
+            async with aiomqtt.Client("127.0.0.1", port, identifier="edgespeak-testnode"):
+                await box.wait_for(is_offline)  # the daemon's connection was taken over
+            code = await exited(proc)
     assert code == 1
     log = stack.daemon_log.read_text()
-    assert "a daemon task crashed: UnicodeEncodeError" in log
+    assert "CRITICAL edgespeak.daemon: a daemon task crashed: ConfigError: cannot read secret " \
+        f"file {secret}" in log  # fmt: skip
     assert "Task was destroyed but it is pending" not in log
     assert "exception was never retrieved" not in log

@@ -92,12 +92,25 @@ def load_json(text: str) -> Any:
         raise PayloadError(f"JSON cannot be decoded: {reason}") from None
 
 
+def check_unicode(what: str, value: str) -> None:
+    """Raise PayloadError ("<what> is not valid Unicode: …") when ``value`` holds a lone
+    surrogate (JSON lets ``"\\ud800"`` through): it cannot be encoded as UTF-8, so the TTS
+    request, the cache key or a Hermes reply built from it would fail later as an internal
+    error."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = f"{ascii(value[exc.start])[1:-1]} at character {exc.start + 1}"
+        raise PayloadError(f"{what} is not valid Unicode: a lone surrogate ({where})") from None
+
+
 def clean_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     """``text`` without control characters (line breaks and tabs become spaces), stripped.
 
-    Raises PayloadError when nothing is left ("text is empty") or more than ``max_chars``
-    characters are.
+    Raises PayloadError when it holds a lone surrogate (see :func:`check_unicode`), when
+    nothing is left ("text is empty") or more than ``max_chars`` characters are.
     """
+    check_unicode("text", text)
     cleaned = text.translate(_CLEAN).strip()
     if not cleaned:
         only = " after removing control characters" if text.strip() else ""
@@ -123,7 +136,8 @@ def parse_payload(
     object or is malformed (when it starts with ``{``) or that the decoder cannot take (see
     :func:`load_json`; also when it starts with ``[``), a missing/non-string/empty ``text``,
     text over ``max_chars`` characters (see :func:`clean_text`), a non-string ``id`` or
-    ``voice``, or one over 128 characters or with control characters. The error's
+    ``voice``, or one over 128 characters or with control characters, a lone surrogate in
+    ``text``, ``id`` or ``voice`` (see :func:`check_unicode`). The error's
     ``announcement_id`` names the payload's id when one could be read, so the ``failed`` event
     can carry it.
     """
@@ -195,6 +209,7 @@ def _check_name(field_name: str, value: object) -> None:
         raise PayloadError(f"field {field_name!r} is over {MAX_ID_CHARS} characters")
     if value.translate(_CLEAN) != value:
         raise PayloadError(f"field {field_name!r} contains control characters")
+    check_unicode(f"field {field_name!r}", value)
 
 
 def _make(

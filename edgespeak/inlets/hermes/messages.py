@@ -58,6 +58,7 @@ from edgespeak.base.errors import AudioFormatError, ConfigError, PayloadError
 from edgespeak.inlets.payload import (
     MAX_PAYLOAD_BYTES,
     MAX_TEXT_CHARS,
+    check_unicode,
     clean_text,
     decode_payload,
     load_json,
@@ -151,7 +152,8 @@ def parse_say(
     Raises PayloadError naming the field for: a payload over ``max_bytes``, invalid
     UTF-8, malformed JSON, JSON the decoder cannot take (too deeply nested, a number of over
     4300 digits) or JSON that is not an object, a non-string ``siteId``/``id``/
-    ``sessionId``/``lang``, a missing, non-string or empty ``text`` or one over ``max_chars``
+    ``sessionId``/``lang`` or one holding a lone surrogate (``"\\ud800"``: it could not be
+    echoed in sayFinished), a missing, non-string or empty ``text`` or one over ``max_chars``
     characters once control characters are removed, a ``volume`` that is not a
     number or is outside 0..1. The error's ``announcement_id`` is the Hermes ``id`` when it
     could be read. ``null`` counts as absent; unknown fields are ignored (logged at DEBUG).
@@ -271,6 +273,11 @@ def _opt_str(obj: dict[str, Any], name: str, hermes_id: str | None) -> str | Non
     value = obj.get(name)
     if value is not None and not isinstance(value, str):
         raise PayloadError(f"field {name!r} must be a string (got {_kind(value)})", hermes_id)
+    if value is not None:
+        try:
+            check_unicode(f"field {name!r}", value)
+        except PayloadError as exc:
+            raise PayloadError(str(exc), hermes_id) from None
     return value
 
 
