@@ -10,8 +10,10 @@ Layout of the cache directory::
     <dir>/.<key16>.<rnd>.tmp an entry being written (a writer in this or another process)
 
 ``key`` is :func:`cache_key`: 64 lowercase hex digits (sha256 over provider, endpoint, model,
-voice, format, sample rate, prosody and normalised text). The daemon and the CLI may use one
-directory at once: sqlite serialises writers (busy timeout 5 s), readers never wait (WAL).
+voice, format, sample rate, prosody, the other request fields that shape the audio, and the
+normalised text; :func:`phrase_key` takes them from what the configured provider is sent).
+The daemon and the CLI may use one directory at once: sqlite serialises writers (busy
+timeout 5 s), readers never wait (WAL).
 
 Integrity. A writer streams PCM into a temporary file in the same directory, then
 :meth:`CacheWriter.commit` completes the header and fsyncs it, and, in one index write

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgespeak.config import Settings
-from edgespeak.providers.fish_request import audio_identity, provider_request
+from edgespeak.providers.factory import audio_identity
+from edgespeak.providers.fish_request import provider_request
 
 KEY_VERSION = 1  # bump to invalidate every key when what a key covers changes
 KEY_RE = re.compile(r"[0-9a-f]{64}")
@@ -72,21 +73,23 @@ def phrase_key(
     *,
     request: dict[str, Any] | None = None,
 ) -> str:
-    """The cache key of ``text`` spoken by the configured provider: in ``voice`` with the
-    ``[tts]`` settings, or exactly as ``request`` (a
-    :func:`~edgespeak.providers.fish_request.provider_request`) asks. Every
-    request field that changes the audio is part of it (prosody, reference audio, latency,
-    bitrate…; see :func:`edgespeak.providers.fish_request.audio_identity`)."""
+    """The cache key of ``text`` spoken by the provider ``[tts] provider`` names: in ``voice``
+    with the ``[tts]`` settings, or exactly as ``request`` (a
+    :func:`~edgespeak.providers.fish_request.provider_request`) asks. It covers what that
+    provider is sent and that changes the audio, nothing else
+    (:func:`edgespeak.providers.factory.audio_identity`): for Fish prosody, reference audio,
+    latency, bitrate…; for Cartesia model, voice, output format, language and API version.
+    Raises ValueError for a Fish ``opus_bitrate`` that is neither kbps nor bps."""
     request = request if request is not None else provider_request(settings, voice)
-    prosody, options = audio_identity(request)
+    identity = audio_identity(settings, request)
     return cache_key(
         provider=settings.tts.provider,
         endpoint=endpoint,
-        model=settings.tts.model,
-        voice=request.get("reference_id"),
-        format=str(request.get("format")),
-        sample_rate=settings.tts.rate_hz,
-        prosody=prosody,
-        options=options,
+        model=identity.model,
+        voice=identity.voice,
+        format=identity.format,
+        sample_rate=identity.sample_rate,
+        prosody=identity.prosody,
+        options=identity.options,
         text=text,
     )
