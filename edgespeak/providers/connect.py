@@ -8,8 +8,9 @@ nothing hammers the provider:
   configuration, i.e. a restart) and :meth:`Connector.check` raises the refusal for every
   stream at once, without a handshake, so the caller falls back immediately.
 - 402 (out of credit), 429 (rate or concurrency limit) and other 4xx block streams for a
-  jittered, capped, growing backoff (:func:`~edgespeak.base.backoff.backoff_s`; other 4xx at the
-  cap) while the background task retries; :meth:`Connector.check` raises the refusal meanwhile.
+  jittered, capped, growing backoff (:class:`~edgespeak.base.backoff.Backoff`, the broker
+  link's policy too; other 4xx at the cap) while the background task retries;
+  :meth:`Connector.check` raises the refusal meanwhile.
 - Network errors, timeouts, 408 and 5xx are retried in the background with the same backoff,
   and each stream still tries at once (a server that is back is used immediately).
 
@@ -30,7 +31,7 @@ from typing import Self
 
 import aiohttp
 
-from edgespeak.base.backoff import backoff_s
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import TtsError, TtsRejected, TtsUnavailable
 
 STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
@@ -81,8 +82,7 @@ class Connector:
         self._attempt = attempt
         self._timeout_s = timeout_s
         self._heartbeat_s = heartbeat_s
-        self._max_s = max_s
-        self._first_s = min(first_s, max_s)
+        self._backoff = Backoff(first_s=min(first_s, max_s), max_s=max_s)
         self._refusal: TtsRejected | None = None  # final (401, 403): never connect again
         self._blocked: TtsRejected | None = None  # 402, 429, 4xx: no stream until _retry_at
         self._retry_at = 0.0  # time.monotonic() seconds of the next background attempt
@@ -193,7 +193,7 @@ class Connector:
 
     def failed(self, exc: TtsError, *, reached: bool = False) -> TtsError:
         """Note a failed attempt (returns ``exc``): a final refusal stops every attempt;
-        anything else schedules the next background one after :func:`backoff_s` (402/429
+        anything else schedules the next background one after its :class:`Backoff` (402/429
         growing, other 4xx at the cap), starts the background task, and for refusals blocks
         streams until then. ``reached``: the provider answered (a socket closed too young),
         so it stays marked reachable."""
@@ -210,7 +210,7 @@ class Connector:
             return exc
         self._failures += 1
         failures = self._failures if status is None or status in GROWING else 64
-        delay = backoff_s(failures, first_s=self._first_s, max_s=self._max_s)
+        delay = self._backoff.after(failures)
         self._retry_at = time.monotonic() + delay
         self._blocked = exc if isinstance(exc, TtsRejected) else None
         level = logging.DEBUG
