@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,22 +32,55 @@ import aiohttp
 from pydantic import SecretStr
 
 from edgespeak.base.errors import TtsProtocolError, TtsRejected, TtsUnavailable
-from edgespeak.providers.connect import STALL_TIMEOUT_S, ConnectedClient, Connector
+from edgespeak.providers.connect import ConnectedClient, Connector
+from edgespeak.providers.session import CLOSED, stream_session
 from edgespeak.wire import cartesia as cp
 
 log = logging.getLogger(__name__)
 
-_CLOSED = object()  # reader → contexts: the socket is gone
 STABLE_S = 5.0  # seconds: a socket closed sooner after opening counts as a failed attempt
 
 
 class _Context:
-    """One context's inbox and whether the server ended it (``done`` or ``error``)."""
+    """One announcement's context on the socket ``sock``: its ``inputs`` out, the frames the
+    reader routes to it by ``context_id`` in (a :class:`~edgespeak.providers.session.Session`).
+    ``ended``: the server ended it (``done`` or ``error``)."""
 
-    def __init__(self, context_id: str) -> None:
+    def __init__(self, sock: _Socket, context_id: str, inputs: list[str]) -> None:
         self.id = context_id
-        self.inbox: asyncio.Queue[object] = asyncio.Queue()  # Response or _CLOSED
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()  # Response or CLOSED
         self.ended = False
+        self._sock, self._inputs = sock, inputs
+
+    async def send(self) -> None:
+        for frame in self._inputs:
+            await self._sock.ws.send_str(frame)
+
+    def audio(self, message: object) -> bytes | None:
+        assert isinstance(message, cp.Response)
+        match message.type:
+            case "chunk":
+                return cp.chunk_audio(message)
+            case "done":
+                self.ended = True
+                return None
+            case "error":
+                self.ended = True
+                detail = cp.error_detail(message.body)
+                raise TtsProtocolError(f"provider refused the request: {detail}")
+            case _:  # flush_done, timestamps, and whatever newer API versions add
+                log.debug("ignoring a %r frame", message.type)
+                return b""
+
+    def cut_short(self) -> str:
+        return f"connection closed (code {self._sock.close_code}) before 'done'"
+
+    async def end(self) -> None:
+        """Drop the context (its late frames are dropped); abandoned, cancel it."""
+        del self._sock.contexts[self.id]
+        if not self.ended and self._sock.alive:  # abandoned: stop generating it
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self._sock.ws.send_str(cp.encode(cp.cancel(self.id)))
 
 
 class _Socket:
@@ -67,11 +101,12 @@ class _Socket:
     def alive(self) -> bool:
         return not self.ws.closed and not self.closed.is_set()
 
-    def open_context(self) -> _Context:
-        ctx = _Context(str(uuid.uuid4()))
+    def open_context(self, context_id: str, inputs: list[str]) -> _Context:
+        """A new context ``context_id`` that will send ``inputs``, routed frames from now on."""
+        ctx = _Context(self, context_id, inputs)
         self.contexts[ctx.id] = ctx
         if self.closed.is_set():
-            ctx.inbox.put_nowait(_CLOSED)
+            ctx.inbox.put_nowait(CLOSED)
         return ctx
 
     async def _read(self) -> None:
@@ -85,7 +120,7 @@ class _Socket:
             self.close_code = self.ws.close_code
             self.closed.set()
             for ctx in self.contexts.values():
-                ctx.inbox.put_nowait(_CLOSED)
+                ctx.inbox.put_nowait(CLOSED)
             self._on_close(self)
 
     def _route(self, data: str) -> None:
@@ -245,7 +280,7 @@ class CartesiaClient(ConnectedClient):
             for transcript, more in ((text, True), ("", False))
         ]
 
-    async def stream(self, text: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    def stream(self, text: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
         """One context: yield bytes of s16le mono PCM at the configured rate as they arrive.
 
         ``request``: only its ``reference_id`` (the announcement's voice) is used; None
@@ -254,72 +289,21 @@ class CartesiaClient(ConnectedClient):
         standing: see :mod:`~edgespeak.providers.connect`; no voice configured), TtsProtocolError
         (an ``error`` frame, with its status and message; bad base64). A socket that closes
         before any audio is retried once on a fresh one. Stopping early sends ``cancel`` for
-        the context; the socket stays open.
+        the context; the socket stays open. The session loop is
+        :func:`~edgespeak.providers.session.stream_session`'s.
         """
-        voice = request.get("reference_id") or self._voice
+        return stream_session(
+            functools.partial(self._open_context, text, request.get("reference_id")),
+            first_audio_timeout_s=self._first_audio_timeout_s,
+            log=log,
+        )
+
+    async def _open_context(self, text: str, voice: str | None) -> _Context:
+        """A context for ``text`` in ``voice`` (None: the client's) on the open socket."""
+        voice = voice or self._voice
         if not voice:
             raise TtsRejected("no Cartesia voice: set [tts] reference_id to a voice id")
-        for attempt in (1, 2):
-            sock = await self._open_socket()
-            self.prewarm()  # someone reconnects when this socket closes
-            ctx = sock.open_context()
-            got_audio = False
-            try:
-                for frame in self._inputs(ctx.id, text, voice):
-                    await sock.ws.send_str(frame)
-                async for chunk in self._receive(ctx, sock):
-                    got_audio = True
-                    yield chunk
-            except _StaleSocket:
-                if attempt == 2:
-                    raise TtsUnavailable("connection closed before any audio arrived") from None
-                log.debug("the socket closed before any audio; retrying on a fresh one")
-                continue
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                if got_audio or attempt == 2:
-                    raise TtsUnavailable(f"connection lost: {exc}") from None
-                continue
-            finally:
-                del sock.contexts[ctx.id]  # from now on its frames are dropped
-                if not ctx.ended and sock.alive:  # abandoned: stop generating it
-                    with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-                        await sock.ws.send_str(cp.encode(cp.cancel(ctx.id)))
-            return
-
-    async def _receive(self, ctx: _Context, sock: _Socket) -> AsyncIterator[bytes]:
-        got_audio = False
-        timeout: float = self._first_audio_timeout_s
-        while True:
-            try:
-                item = await asyncio.wait_for(ctx.inbox.get(), timeout)
-            except TimeoutError:
-                if got_audio:
-                    raise TtsUnavailable(
-                        f"the stream stalled: nothing for {STALL_TIMEOUT_S:g} s"
-                    ) from None
-                raise TtsUnavailable(
-                    f"no audio within {self._first_audio_timeout_s:g} s of the request"
-                ) from None
-            if not isinstance(item, cp.Response):
-                if not got_audio:
-                    raise _StaleSocket
-                raise TtsUnavailable(f"connection closed (code {sock.close_code}) before 'done'")
-            match item.type:
-                case "chunk":
-                    audio = cp.chunk_audio(item)
-                    if audio:
-                        got_audio, timeout = True, STALL_TIMEOUT_S
-                        yield audio
-                case "done":
-                    ctx.ended = True
-                    return
-                case "error":
-                    ctx.ended = True
-                    detail = cp.error_detail(item.body)
-                    raise TtsProtocolError(f"provider refused the request: {detail}")
-                case _:  # flush_done, timestamps, and whatever newer API versions add
-                    log.debug("ignoring a %r frame", item.type)
-
-
-class _StaleSocket(Exception):
-    """The socket closed before any audio: safe to retry the context on a fresh socket."""
+        sock = await self._open_socket()
+        self.prewarm()  # someone reconnects when this socket closes
+        context_id = str(uuid.uuid4())
+        return sock.open_context(context_id, self._inputs(context_id, text, voice))

@@ -34,7 +34,6 @@ import aiohttp
 from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import TtsError, TtsRejected, TtsUnavailable
 
-STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 REFUSALS = {
     401: "the API key was refused (401); fix [tts] api_key and restart edgespeak",
