@@ -26,13 +26,12 @@ import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
-from pydantic import SecretStr
 
 from edgespeak.base.errors import TtsProtocolError, TtsRejected, TtsUnavailable
-from edgespeak.providers.connect import ConnectedClient, Connector
+from edgespeak.providers.connect import ConnectedClient, ConnectionOptions
 from edgespeak.providers.session import CLOSED, stream_session
 from edgespeak.wire import cartesia as cp
 
@@ -152,49 +151,32 @@ class CartesiaClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/tts/websocket``) and yields raw s16le mono PCM at
     ``sample_rate`` Hz back.
 
-    ``token``: API key, sent as ``Authorization: Bearer`` (never logged); ``version``: the
-    ``Cartesia-Version`` header. ``model``: ``model_id``; ``voice``: the default voice id (an
-    announcement's ``reference_id`` overrides it); ``language`` (None: left out);
-    ``max_buffer_delay_ms``: sent explicitly, ms. Timeouts are in seconds;
-    ``reconnect_first_s``/``reconnect_max_s`` bound the backoff between failed connection
-    attempts. Use as ``async with CartesiaClient(...) as client``.
+    ``version``: the ``Cartesia-Version`` header. ``model``: ``model_id``; ``voice``: the
+    default voice id (an announcement's ``reference_id`` overrides it); ``language`` (None:
+    left out); ``max_buffer_delay_ms``: sent explicitly, ms. ``options`` (the API key,
+    timeouts, backoff bounds): see :class:`~edgespeak.providers.connect.ConnectedClient`. Use
+    as ``async with CartesiaClient(...) as client``.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        token: SecretStr | None = None,
         model: str = cp.DEFAULT_MODEL,
         voice: str | None = None,
         language: str | None = None,
         sample_rate: int = 22050,
         version: str = cp.API_VERSION,
         max_buffer_delay_ms: int = 0,
-        connect_timeout_s: float = 5.0,
-        first_audio_timeout_s: float = 10.0,
-        heartbeat_s: float = 20.0,
-        reconnect_max_s: float = 30.0,
-        reconnect_first_s: float = 0.5,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
-        self.url = url
-        self._token = token
+        super().__init__(url, self._hold, log, **options)
         self._model = model
         self._voice = voice
         self._language = language
         self._sample_rate = sample_rate
         self._version = version
         self._max_buffer_delay_ms = max_buffer_delay_ms
-        self._first_audio_timeout_s = first_audio_timeout_s
-        self._connector = Connector(
-            url,
-            self._hold,
-            timeout_s=connect_timeout_s,
-            heartbeat_s=heartbeat_s,
-            first_s=reconnect_first_s,
-            max_s=reconnect_max_s,
-            log=log,
-        )
         self._socket: _Socket | None = None
         self._lock = asyncio.Lock()
 
@@ -242,14 +224,13 @@ class CartesiaClient(ConnectedClient):
 
     async def _open_socket(self) -> _Socket:
         """The open socket (waiting for a handshake under way), or a new one now. Raises
-        the standing refusal or the handshake's TtsError (see :class:`Connector`)."""
+        the standing refusal or the handshake's TtsError (see
+        :class:`~edgespeak.providers.connect.Connector`)."""
         async with self._lock:
             if self._socket is not None and self._socket.alive:
                 return self._socket
             self._connector.check()
-            headers = {"Cartesia-Version": self._version}
-            if self._token is not None:
-                headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+            headers = {"Cartesia-Version": self._version} | self._auth()
             # The failure count settles once a socket lives STABLE_S (_hold), so sockets
             # that keep dying young back off further each time.
             ws = await self._connector.open(headers, settle=False)

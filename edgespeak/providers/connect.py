@@ -27,9 +27,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Self
+from typing import Self, TypedDict
 
 import aiohttp
+from pydantic import SecretStr
 
 from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import TtsError, TtsRejected, TtsUnavailable
@@ -235,13 +236,61 @@ class Connector:
             await self._http.close()
 
 
-class ConnectedClient:
-    """What a provider client exposes of its :class:`Connector` (``_connector``, set by the
-    subclass), as :class:`~edgespeak.providers.client.TtsClient` wants it. A subclass provides
-    :attr:`warm` and :meth:`_close_sockets`; entering starts connecting in the background,
-    leaving stops that and closes the sockets, then the HTTP session."""
+class ConnectionOptions(TypedDict, total=False):
+    """The keyword options every provider client takes (see :class:`ConnectedClient`)."""
 
-    _connector: Connector
+    token: SecretStr | None
+    connect_timeout_s: float
+    first_audio_timeout_s: float
+    heartbeat_s: float
+    reconnect_max_s: float
+    reconnect_first_s: float
+
+
+class ConnectedClient:
+    """A provider client at ``url`` and what it exposes of its :class:`Connector`, as
+    :class:`~edgespeak.providers.client.TtsClient` wants it.
+
+    ``attempt``: the client's background step (see :class:`Connector`); ``log``: its logger.
+    ``token``: the API key, sent as ``Authorization: Bearer`` (:meth:`_auth`; never logged).
+    Seconds: ``connect_timeout_s`` for a handshake, ``first_audio_timeout_s`` from a request
+    to its first audio, ``heartbeat_s`` between WebSocket pings; ``reconnect_first_s`` and
+    ``reconnect_max_s`` bound the backoff between failed connection attempts. A subclass
+    provides :attr:`warm` and :meth:`_close_sockets`; entering starts connecting in the
+    background, leaving stops that and closes the sockets, then the HTTP session.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        attempt: Callable[[], Awaitable[bool]],
+        log: logging.Logger,
+        *,
+        token: SecretStr | None = None,
+        connect_timeout_s: float = 5.0,
+        first_audio_timeout_s: float = 10.0,
+        heartbeat_s: float = 20.0,
+        reconnect_max_s: float = 30.0,
+        reconnect_first_s: float = 0.5,
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._first_audio_timeout_s = first_audio_timeout_s
+        self._connector = Connector(
+            url,
+            attempt,
+            timeout_s=connect_timeout_s,
+            heartbeat_s=heartbeat_s,
+            first_s=reconnect_first_s,
+            max_s=reconnect_max_s,
+            log=log,
+        )
+
+    def _auth(self) -> dict[str, str]:
+        """The handshake's ``Authorization`` header, if there is a token."""
+        if self._token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
 
     @property
     def warm(self) -> bool:

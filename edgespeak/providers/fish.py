@@ -19,13 +19,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
-from pydantic import SecretStr
 
 from edgespeak.base.errors import TtsProtocolError
-from edgespeak.providers.connect import ConnectedClient, Connector
+from edgespeak.providers.connect import ConnectedClient, ConnectionOptions
 from edgespeak.providers.session import CLOSED, stream_session
 from edgespeak.wire import fish as fp
 
@@ -70,36 +69,16 @@ class _Connection:
 class FishLiveClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/v1/tts/live``) and yields the audio bytes back.
 
-    ``token``: bearer API key (never logged). ``model``: the ``model`` handshake header.
-    Timeouts are in seconds; ``reconnect_first_s``/``reconnect_max_s`` bound the backoff
-    between failed connection attempts. Use as ``async with FishLiveClient(...) as client``.
+    ``model``: the ``model`` handshake header; ``options`` (the API key, timeouts, backoff
+    bounds): see :class:`~edgespeak.providers.connect.ConnectedClient`. Use as
+    ``async with FishLiveClient(...) as client``.
     """
 
     def __init__(
-        self,
-        url: str,
-        *,
-        token: SecretStr | None = None,
-        model: str = "s1",
-        connect_timeout_s: float = 5.0,
-        first_audio_timeout_s: float = 10.0,
-        heartbeat_s: float = 20.0,
-        reconnect_max_s: float = 30.0,
-        reconnect_first_s: float = 0.5,
+        self, url: str, *, model: str = "s1", **options: Unpack[ConnectionOptions]
     ) -> None:
-        self.url = url
-        self._token = token
+        super().__init__(url, self._warm_once, log, **options)
         self._model = model
-        self._first_audio_timeout_s = first_audio_timeout_s
-        self._connector = Connector(
-            url,
-            self._warm_once,
-            timeout_s=connect_timeout_s,
-            heartbeat_s=heartbeat_s,
-            first_s=reconnect_first_s,
-            max_s=reconnect_max_s,
-            log=log,
-        )
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
         self._sessions = 0  # sessions running now
@@ -124,10 +103,7 @@ class FishLiveClient(ConnectedClient):
         return False
 
     async def _connect(self) -> _Connection:
-        headers = {"model": self._model}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        ws = await self._connector.open(headers)
+        ws = await self._connector.open({"model": self._model} | self._auth())
         return _Connection(ws, self._closed_while_idle)
 
     def _closed_while_idle(self, conn: _Connection) -> None:
