@@ -26,7 +26,7 @@ def make_client(s: Settings) -> TtsClient:
             connect_timeout_s=s.tts.connect_timeout_s,
             first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
             heartbeat_s=s.tts.heartbeat_s,
-            reconnect_max_s=s.mqtt.reconnect_max_s,
+            reconnect_max_s=s.tts.reconnect_max_s,
         )
     return FishLiveClient(
         s.tts_url,
@@ -35,5 +35,5 @@ def make_client(s: Settings) -> TtsClient:
         connect_timeout_s=s.tts.connect_timeout_s,
         first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
         heartbeat_s=s.tts.heartbeat_s,
-        reconnect_max_s=s.mqtt.reconnect_max_s,
+        reconnect_max_s=s.tts.reconnect_max_s,
     )
