@@ -29,7 +29,7 @@ def make_client(s: Settings) -> TtsClient:
             connect_timeout_s=s.tts.connect_timeout_s,
             first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
             heartbeat_s=s.tts.heartbeat_s,
-            reconnect_max_s=s.mqtt.reconnect_max_s,
+            reconnect_max_s=s.tts.reconnect_max_s,
         )
     return FishLiveClient(
         s.tts_url,
@@ -38,7 +38,7 @@ def make_client(s: Settings) -> TtsClient:
         connect_timeout_s=s.tts.connect_timeout_s,
         first_audio_timeout_s=s.tts.first_audio_timeout_ms / 1000,
         heartbeat_s=s.tts.heartbeat_s,
-        reconnect_max_s=s.mqtt.reconnect_max_s,
+        reconnect_max_s=s.tts.reconnect_max_s,
     )
 
 
