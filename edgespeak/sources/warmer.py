@@ -18,9 +18,9 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_never,
-    wait_random_exponential,
 )
 
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import CacheError, EdgespeakError, TtsUnavailable
 from edgespeak.config import Phrase, Settings
 from edgespeak.providers.client import TtsClient
@@ -104,7 +104,7 @@ class PhraseWarmer:
         outage ends; an unreachable provider is retried with backoff. Never raises.
         """
         await self.pin()
-        backoff = wait_random_exponential(multiplier=0.5, max=self._settings.mqtt.reconnect_max_s)
+        backoff = Backoff(max_s=self._settings.tts.reconnect_max_s)
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TtsUnavailable), wait=backoff, stop=stop_never
