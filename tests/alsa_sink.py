@@ -5,14 +5,17 @@ serves every test: ``edgespeak_capture:FILE=…`` is a ``file`` PCM over ``null`
 not paced: writes never block) and ``edgespeak_paced_capture:FILE=…,SERVER=…`` a ``file`` PCM
 over a PulseAudio null sink (byte-exact and paced in real time). alsa-lib reloads its config
 when ``ALSA_CONFIG_PATH`` changes, so setting it for the module (the ``alsa_config`` fixture,
-imported by each test module) is enough.
+imported by each test module) is enough. With a FIFO as ``FILE`` either one is a device
+that blocks on demand (:func:`fill_pipe`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,3 +104,34 @@ async def play(sink: AlsaSink, pcm: bytes, chunk: int = 882, **begin: Any) -> Pl
     for part in chunked(pcm, chunk):
         await sink.write(utt, part)
     return await sink.end(utt)
+
+
+# ---- a device that blocks: the file PCM's output is a FIFO, full, that nobody reads yet ----
+# The file PCM keeps one ALSA buffer of frames and write(2)s what exceeds it (and the rest on
+# drain and close), so the first such write(2) blocks, inside whichever PCM call made it.
+def fill_pipe(fd: int) -> bytes:
+    """Shrink the pipe behind ``fd`` (opened non-blocking) to one page and fill it; returns
+    what was written."""
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 4096)
+    written = bytearray()
+    while True:
+        try:
+            written += b"\x55" * os.write(fd, b"\x55" * 512)
+        except BlockingIOError:
+            return bytes(written)
+
+
+def read_to_eof(path: Path) -> bytes:
+    """Everything written to the FIFO ``path`` until its last writer closes it."""
+    with open(path, "rb") as fifo:
+        return fifo.read()
+
+
+async def stalls(sink: AlsaSink, at_least_s: float, within_s: float) -> float:
+    """The longest stall the sink reports (:meth:`AlsaSink.stalled_s`), polled until it
+    reaches ``at_least_s`` seconds or ``within_s`` seconds have passed."""
+    deadline, longest = time.monotonic() + within_s, 0.0
+    while longest < at_least_s and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        longest = max(longest, sink.stalled_s())
+    return longest

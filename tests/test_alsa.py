@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,13 @@ from tests.alsa_sink import (
     capture,
     chunked,
     dc,
+    fill_pipe,
     noise,
     play,
+    read_to_eof,
     s16,
     sink_on,
+    stalls,
 )
 
 
@@ -230,3 +234,30 @@ async def test_unfinished_utterances_are_still_settled(tmp_path: Path) -> None:
         await left_open.done
     with pytest.raises(AudioDeviceError, match="closed"):
         await sink.begin(RATE)
+
+
+async def test_a_device_that_blocks_while_the_pcm_is_closed_is_reported_stalled(
+    tmp_path: Path,
+) -> None:
+    """Closing the PCM (on a new rate, after an error, at the end) drains it first, which blocks
+    like a write: ``stalled_s`` (what the daemon's watchdog checks) must see that too."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer: alsa-lib's open does not wait
+    try:
+        before = fill_pipe(keep)
+        pcm = noise(1000)  # less than one buffer: kept by the file PCM until it is closed
+        sink = AlsaSink(capture(fifo), fade_ms=0)
+        utt = await sink.begin(RATE)
+        await sink.write(utt, pcm)
+        await utt.first_frame
+        closing = asyncio.ensure_future(asyncio.to_thread(sink.close))  # under way: no drain
+        stalled_s = await stalls(sink, at_least_s=0.5, within_s=3)  # close() waits 5 s
+        reading = asyncio.ensure_future(asyncio.to_thread(read_to_eof, fifo))  # unblocks
+        await closing
+    finally:
+        os.close(keep)  # the last writer gone: the reader meets end of file
+    assert stalled_s >= 0.5, stalled_s
+    assert await reading == before + pcm
+    with pytest.raises(AudioDeviceError, match="closed"):
+        await utt.done

@@ -4,6 +4,7 @@ captures every byte handed to ALSA (devices and helpers: tests/alsa_sink.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from tests.alsa_sink import (
     alsa_config,  # noqa: F401  (module-scoped autouse fixture: the ALSA config)
     chunked,
     dc,
+    fill_pipe,
     noise,
     paced,
     play,
+    read_to_eof,
     s16,
     sink_on,
+    stalls,
 )
 
 
@@ -133,3 +137,42 @@ async def test_one_stall_is_one_underrun_even_when_the_source_then_keeps_real_ti
         playback = await sink.end(utt)
         await sink.wait_idle()
     assert playback.underruns == 1, playback.underruns
+
+
+async def test_a_device_that_blocks_during_the_preroll_is_reported_stalled(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    """The pre-roll after an underrun writes to the PCM like any other write: when the device
+    stops taking frames then, ``stalled_s`` (what the daemon's watchdog checks) must grow.
+
+    The device: the paced file PCM writing to a FIFO whose one page is already full and that
+    nobody reads yet. The file PCM keeps one buffer of frames and write(2)s only what exceeds
+    it, so the speech before the stall (one buffer) passes, and the first pre-roll period after
+    the underrun blocks in write(2).
+    """
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer: alsa-lib's open does not wait
+    try:
+        before = fill_pipe(keep)
+        buffer, period = round(RATE * 0.08), round(RATE * 0.02)
+        pcm = noise(4410)
+        async with sink_on(paced(fifo, pulse), fade_ms=0) as sink:
+            utt = await sink.begin(RATE)
+            await sink.write(utt, pcm[: buffer * 2])
+            await utt.first_frame
+            await asyncio.sleep(0.3)  # the stimulus: a stall longer than the 80 ms buffer
+            await sink.write(utt, pcm[buffer * 2 :])  # the underrun, then the pre-roll
+            stalled_s = await stalls(sink, at_least_s=0.5, within_s=3)
+            where = (sink.underruns, utt.playback.frames)  # after the underrun, no more speech
+            reading = asyncio.ensure_future(asyncio.to_thread(read_to_eof, fifo))  # unblocks
+            playback = await sink.end(utt)
+            await sink.wait_idle()
+    finally:
+        os.close(keep)  # the last writer gone: the reader meets end of file
+    out = await reading
+    assert stalled_s >= 0.5, stalled_s
+    assert where == (1, buffer)
+    assert (playback.underruns, playback.frames) == (1, 4410)
+    preroll = bytes((buffer - period) * 2)
+    assert out == before + pcm[: buffer * 2] + preroll + pcm[buffer * 2 :]

@@ -153,8 +153,9 @@ class AlsaSink:
 
     def stalled_s(self) -> float:
         """Seconds the writer thread has been inside one blocking ALSA call (0.0 when it is
-        not in one). A healthy write returns within a period; a wedged driver or a device
-        that stopped consuming keeps growing this (the daemon's watchdog checks it)."""
+        not in one): open, write, pre-roll after an underrun, drain, drop or close. A healthy
+        write returns within a period; a wedged driver or a device that stopped consuming
+        keeps growing this (the daemon's watchdog checks it)."""
         return self._writer.stalled_s()
 
     def close(self) -> None:

@@ -2,9 +2,12 @@
 
 :class:`PcmDevice` opens the PCM at a rate with the sink's period and buffer, reopens it when the
 rate changes, writes a period at a time, recovers underruns, and drains, drops or closes it. It
-is used by the writer thread only. Writes and drain record when the call began, so
-:meth:`PcmDevice.stalled_s` (read from any thread: the daemon's watchdog check) sees a writer
-stuck in one.
+is used by the writer thread only. Every call into the PCM goes through one path that records
+when the call began, so :meth:`PcmDevice.stalled_s` (read from any thread: the daemon's watchdog
+check) sees a writer stuck in any of them: open, write, the pre-roll after an underrun, drain,
+drop, close. (pyalsaaudio 0.11 keeps the GIL through ``snd_pcm_open``, ``snd_pcm_drop`` and
+``snd_pcm_close``, seen with a drop blocked on a full FIFO: a device stuck there freezes the
+event loop as well, which stops the watchdog pings the other way.)
 
 :class:`Mixer` is the optional ALSA simple mixer control the sink volume is set on instead of
 scaling samples.
@@ -78,14 +81,17 @@ class PcmDevice:
             return
         self.close()
         period = max(32, round(rate_hz * self._period_ms / 1000))
-        pcm = alsaaudio.PCM(
-            alsaaudio.PCM_PLAYBACK,
-            device=self.name,
-            channels=1,
-            rate=rate_hz,
-            format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=period,
-            periods=self._periods,
+        pcm = self._call(
+            functools.partial(
+                alsaaudio.PCM,
+                alsaaudio.PCM_PLAYBACK,
+                device=self.name,
+                channels=1,
+                rate=rate_hz,
+                format=alsaaudio.PCM_FORMAT_S16_LE,
+                periodsize=period,
+                periods=self._periods,
+            )
         )
         self._pcm = pcm
         info = pcm.info()
@@ -131,7 +137,7 @@ class PcmDevice:
         left = self.buffer_frames - self.period_frames
         while left > 0:
             piece = silence[: min(left, self.period_frames) * FRAME_BYTES]
-            written = pcm.write(piece)
+            written = int(self._call(functools.partial(pcm.write, piece)))
             if written > 0:
                 left -= written
 
@@ -145,7 +151,7 @@ class PcmDevice:
         """Stop at once, discarding what is buffered (may click; stays open).
         Raises alsaaudio.ALSAAudioError."""
         pcm = self._require()
-        pcm.drop()
+        self._call(pcm.drop)
 
     def close(self) -> None:
         """Close the PCM if open (alsa-lib drains it first). Never raises: an error closing is
@@ -154,7 +160,7 @@ class PcmDevice:
             return
         pcm, self._pcm, self.rate_hz = self._pcm, None, 0
         try:
-            pcm.close()  # drains first
+            self._call(pcm.close)
         except alsaaudio.ALSAAudioError as exc:
             log.debug("closing ALSA device failed: %s", exc)
 

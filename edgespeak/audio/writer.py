@@ -62,7 +62,8 @@ class Writer:
         await fut
 
     def stalled_s(self) -> float:
-        """Seconds the thread has been inside one blocking ALSA call (0.0 when not in one)."""
+        """Seconds the thread has been inside one call into the PCM (0.0 when not in one):
+        any of them, pre-roll after an underrun and drain included."""
         return self._player.device.stalled_s()
 
     def close(self, timeout_s: float = 5) -> None:
