@@ -99,6 +99,25 @@ async def test_an_utterance_queued_behind_an_ended_one_follows_without_a_gap(
     assert out.read_bytes() == one + two + bytes(round(RATE * 0.4) * 2)
 
 
+async def test_a_new_rate_queued_behind_an_ended_utterance_reopens_the_device(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    pattern = tmp_path / "out-%r.raw"  # the file PCM names its file after the rate it opened
+    one, two = dc(4410, 1000), dc(1600, 2000)  # 200 ms at 22050 Hz, then 100 ms at 16000 Hz
+    async with sink_on(paced(pattern, pulse), fade_ms=0, keep_open_s=0.4) as sink:
+        first = await sink.begin(RATE)
+        await sink.write(first, one)
+        ended = sink.end_nowait(first)  # queued at once: the device is still running
+        second = await sink.begin(16000)
+        await sink.write(second, two)
+        playback = await sink.end(second)
+        await ended
+        await sink.wait_idle()
+    assert playback.gap_frames is None  # the device stopped in between: closed, reopened
+    assert (tmp_path / "out-22050.raw").read_bytes() == one  # no keep-open silence
+    assert (tmp_path / "out-16000.raw").read_bytes() == two + bytes(round(16000 * 0.4) * 2)
+
+
 async def test_underrun_is_counted_and_playback_completes(
     tmp_path: Path, pulse: PulseAudio
 ) -> None:

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import Final, TypeVar
+from typing import TypeVar
 
 import alsaaudio
 
@@ -28,7 +28,6 @@ from edgespeak.base.pcm import FRAME_BYTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-UNDERRUN: Final = -1  # what PcmDevice.write returns after recovering an underrun
 
 
 class PcmDevice:
@@ -108,9 +107,9 @@ class PcmDevice:
 
     def write(self, piece: bytes | memoryview) -> int:
         """Hand ``piece`` (bytes of s16le mono PCM, whole frames, at most one period) to ALSA,
-        blocking while the buffer is full. Returns the frames taken; 0 when interrupted with
-        nothing taken; :data:`UNDERRUN` after an underrun, counted in :attr:`underruns` and
-        recovered (:meth:`_preroll`), nothing of ``piece`` taken: write it again.
+        blocking while the buffer is full. Returns the frames taken, 0 when nothing was: the
+        call was interrupted, or the PCM underran (counted in :attr:`underruns`, logged, and
+        recovered by :meth:`_preroll`); write the rest again.
 
         pyalsaaudio 0.11 returns ``-EPIPE`` having already prepared the PCM again.
         Raises alsaaudio.ALSAAudioError (also when the PCM is not open)."""
@@ -120,7 +119,6 @@ class PcmDevice:
             self.underruns += 1
             log.warning("ALSA underrun on %r (%d so far)", self.name, self.underruns)
             self._preroll()
-            return UNDERRUN
         return max(written, 0)
 
     def _preroll(self) -> None:

@@ -28,7 +28,7 @@ from typing import TypeVar
 import alsaaudio
 
 from edgespeak.audio import dsp
-from edgespeak.audio.device import UNDERRUN, PcmDevice
+from edgespeak.audio.device import PcmDevice
 from edgespeak.base.errors import AudioDeviceError
 from edgespeak.base.pcm import FRAME_BYTES
 
@@ -268,12 +268,13 @@ class Player:
                 now = time.monotonic()
                 utt.playback.first_frame_at = now
                 utt.loop.call_soon_threadsafe(resolve, utt.first_frame, now)
-            written = self.device.write(piece)
-            if written == UNDERRUN:
+            underruns = self.device.underruns
+            try:
+                written = self.device.write(piece)
+            finally:  # an underrun counts for the utterance even when its recovery fails
                 if utt is not None:
-                    utt.playback.underruns += 1
-                continue
-            if written == 0:  # interrupted: nothing taken, try again
+                    utt.playback.underruns += self.device.underruns - underruns
+            if written == 0:  # interrupted or underran: nothing taken, try again
                 continue
             self._running = True
             done += written * FRAME_BYTES
@@ -287,7 +288,11 @@ class Player:
         return done
 
     def _open(self, rate_hz: int) -> bool:
-        self.device.open(rate_hz)
+        """The device open at ``rate_hz``: kept when it is, else (re)opened, and then it has
+        stopped in between (:meth:`_halted`). Raises alsaaudio.ALSAAudioError."""
+        if not (self.device.is_open and self.device.rate_hz == rate_hz):
+            self._close()
+            self.device.open(rate_hz)
         return True
 
     def _guard(self, utt: Utterance | None, fn: Callable[..., T], *args: object) -> T | None:
