@@ -60,11 +60,11 @@ class PcmDevice:
         since = self._blocked_since
         return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
-    def _call(self, fn: Callable[[], T]) -> T:
-        """``fn()``, a call into the PCM that may block: the one recorded path."""
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)``, a call into the PCM that may block: the one recorded path."""
         self._blocked_since = time.monotonic()
         try:
-            return fn()
+            return fn(*args)
         finally:
             self._blocked_since = None
 
@@ -114,7 +114,7 @@ class PcmDevice:
         pyalsaaudio 0.11 returns ``-EPIPE`` having already prepared the PCM again.
         Raises alsaaudio.ALSAAudioError (also when the PCM is not open)."""
         pcm = self._require()
-        written = int(self._call(functools.partial(pcm.write, piece)))
+        written = int(self._call(pcm.write, piece))
         if written == -errno.EPIPE:
             self.underruns += 1
             log.warning("ALSA underrun on %r (%d so far)", self.name, self.underruns)
@@ -135,7 +135,7 @@ class PcmDevice:
         left = self.buffer_frames - self.period_frames
         while left > 0:
             piece = silence[: min(left, self.period_frames) * FRAME_BYTES]
-            written = int(self._call(functools.partial(pcm.write, piece)))
+            written = int(self._call(pcm.write, piece))
             if written > 0:
                 left -= written
 
