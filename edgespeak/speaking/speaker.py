@@ -22,7 +22,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from edgespeak.audio.alsa import AlsaSink, Playback, Utterance
+from edgespeak.audio.alsa import AlsaSink
+from edgespeak.audio.playback import Playback, Utterance
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.errors import (
     AudioFormatError,
