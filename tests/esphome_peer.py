@@ -162,7 +162,7 @@ class MediaServer:
     """A real aiohttp server: ``files`` by name at ``/<name>`` (404 for others);
     ``/held.wav`` sends a streaming-size WAV header and 0.5 s of a tone, then holds the
     response open until ``release`` is set (an announcement that plays as long as a test
-    needs), then 0.5 s more."""
+    needs), then 0.5 s more; ``/hang`` answers nothing until ``release``."""
 
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     base: str = ""
@@ -194,12 +194,19 @@ class MediaServer:
             await response.write_eof()
         return response
 
+    async def _hang(self, request: web.Request) -> web.StreamResponse:
+        """Accepts the request and answers nothing until released."""
+        self.requests.append(request.path_qs)
+        await self.release.wait()
+        return web.Response(status=204)
+
 
 @contextlib.asynccontextmanager
 async def media_server() -> AsyncIterator[MediaServer]:
     server = MediaServer()
     app = web.Application()
     app.router.add_get("/held.wav", server._held)
+    app.router.add_get("/hang", server._hang)
     app.router.add_get("/{name}", server._file)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ import aiohttp
 
 from edgespeak.audio.media import MediaDecoder, open_decoder
 from edgespeak.audio.resample import Resampler
-from edgespeak.audio.sniff import sniff
+from edgespeak.audio.sniff import MediaInfo, sniff
 from edgespeak.base.errors import AudioFormatError, MediaError
 from edgespeak.base.pcm import FRAME_BYTES
 
@@ -96,16 +97,18 @@ class UrlAudio:
                 async for pcm in self._decode(response):
                     yield pcm
         except aiohttp.ClientConnectorError as exc:
-            why = exc.os_error.strerror or type(exc.os_error).__name__
+            err = exc.os_error  # its strerror may quote the address; the errno's text does not
+            code = err.errno or 0
+            why = os.strerror(code) if code > 0 else err.strerror or "failed"
             raise MediaError(f"cannot connect to {self.host}: {why.lower()}") from None
+        except TimeoutError:  # aiohttp's connect and read timeouts are TimeoutErrors too
+            raise MediaError(f"no answer from {self.host} within {t:g} s") from None
         except aiohttp.ClientPayloadError:
             raise MediaError(f"the download from {self.host} was cut short") from None
         except aiohttp.TooManyRedirects:
             raise MediaError(f"too many redirects from {self.host}") from None
         except aiohttp.ClientError as exc:
             raise MediaError(f"download from {self.host} failed: {type(exc).__name__}") from None
-        except TimeoutError:
-            raise MediaError(f"no answer from {self.host} within {t:g} s") from None
 
     def _check_response(self, response: aiohttp.ClientResponse) -> None:
         if response.status >= 400:
@@ -128,12 +131,12 @@ class UrlAudio:
                     raise MediaError(f"too large: more than {limits.max_bytes} bytes")
                 if decoder is None:
                     head += chunk
-                    decoder = self._open(head, response.content_type)
-                    if decoder is None:
+                    info = self._sniff(head, response.content_type)
+                    if info is None:
                         continue
+                    decoder = open_decoder(info)
+                    resampler = Resampler(info.rate_hz, self.rate_hz)
                     chunk, head = head, b""
-                    assert decoder.rate_hz is not None
-                    resampler = Resampler(decoder.rate_hz, self.rate_hz)
                 assert resampler is not None
                 pcm = resampler.process(await self._feed(decoder, chunk))
                 frames += len(pcm) // FRAME_BYTES
@@ -158,8 +161,8 @@ class UrlAudio:
             if decoder is not None:
                 decoder.close()
 
-    def _open(self, head: bytes, content_type: str) -> MediaDecoder | None:
-        """The decoder once ``head`` tells the format; None while it does not yet."""
+    def _sniff(self, head: bytes, content_type: str) -> MediaInfo | None:
+        """What ``head`` is, once it tells; None while it does not yet."""
         try:
             info = sniff(head)
         except AudioFormatError as exc:
@@ -174,7 +177,7 @@ class UrlAudio:
             info.channels,
             self.rate_hz,
         )
-        return open_decoder(info)
+        return info
 
     @staticmethod
     async def _feed(decoder: MediaDecoder, chunk: bytes) -> bytes:
