@@ -162,7 +162,8 @@ class MediaServer:
     """A real aiohttp server: ``files`` by name at ``/<name>`` (404 for others);
     ``/held.wav`` sends a streaming-size WAV header and 0.5 s of a tone, then holds the
     response open until ``release`` is set (an announcement that plays as long as a test
-    needs), then 0.5 s more; ``/hang`` answers nothing until ``release``."""
+    needs), then 0.5 s more; ``/hang`` answers nothing until ``release``; ``/short.wav``
+    sends less than its Content-Length."""
 
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     base: str = ""
@@ -194,6 +195,17 @@ class MediaServer:
             await response.write_eof()
         return response
 
+    async def _short(self, request: web.Request) -> web.StreamResponse:
+        """Promises 100000 bytes, sends a WAV header and 5000, then closes the connection."""
+        self.requests.append(request.path_qs)
+        response = web.StreamResponse()
+        response.content_length = 100_000
+        await response.prepare(request)
+        await response.write(streaming_wav(RATE, 0xFFFFFFFF) + bytes(5000))
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
     async def _hang(self, request: web.Request) -> web.StreamResponse:
         """Accepts the request and answers nothing until released."""
         self.requests.append(request.path_qs)
@@ -207,6 +219,7 @@ async def media_server() -> AsyncIterator[MediaServer]:
     app = web.Application()
     app.router.add_get("/held.wav", server._held)
     app.router.add_get("/hang", server._hang)
+    app.router.add_get("/short.wav", server._short)
     app.router.add_get("/{name}", server._file)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -168,6 +168,7 @@ BAD = [  # (path or URL, the failure's reason)
     ("missing.wav", "HTTP 404 Not Found from 127.0.0.1:"),
     ("page.html", "not audio: the server sent an HTML page (Content-Type text/html)"),
     ("cut.flac", "truncated FLAC: "),
+    ("short.wav", "was cut short"),
     ("hang", "no answer from 127.0.0.1:"),
     ("long.wav", "too long: more than 1.5 s of audio"),
     ("http://127.0.0.1:9/x.wav", "cannot connect to 127.0.0.1:9: connection refused"),
