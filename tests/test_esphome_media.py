@@ -207,3 +207,12 @@ async def test_bad_urls_fail_with_their_reason_and_nothing_else_stops(stack: Sta
         assert event["state"] == "failed" and reason in event["error"], (target, event)
         assert event["source"] == "url" and event["host"].startswith("127.0.0.1")
     assert "SECRET-TOKEN" not in json.dumps(w.events) + stack.daemon_log.read_text()
+
+
+async def test_an_mqtt_announcement_shows_as_playing_too(stack: Stack) -> None:
+    """What is audible, whichever inlet brought it: the media player says playing."""
+    async with esphome_node(stack) as node, peer(node) as p:
+        done = await node.watcher.say("Dinner is ready.", "dinner")
+        await p.wait_state(lambda s: s.state == IDLE, after=1)
+    assert done["state"] == "finished" and "host" not in done
+    assert p.played() == [IDLE, PLAYING, IDLE]
