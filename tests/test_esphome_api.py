@@ -94,17 +94,21 @@ async def test_several_clients_each_get_the_state_changes(stack: Stack) -> None:
 
 async def test_a_silent_client_is_pinged_then_dropped(stack: Stack) -> None:
     async with esphome_node(stack, client_timeout_s=1.0) as node, peer(node) as kept:
+        mute_reader, mute_writer = await asyncio.open_connection("127.0.0.1", node.port)
         reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
         writer.write(frame(pb.HelloRequest(client_info="silent", api_version_major=1)))
         assert type(await read_message(reader)).__name__ == "HelloResponse"
         assert type(await read_message(reader)).__name__ == "PingRequest"  # at half the timeout
         async with asyncio.timeout(5):
             assert await reader.read() == b""  # then dropped: EOF
+            assert await mute_reader.read() == b""  # one that never said a word: dropped too
         writer.close()
+        mute_writer.close()
         # The client that answers pings (aioesphomeapi does) stays, across the same time.
         kept.client.media_player_command(kept.info.key, volume=0.5)
         await kept.wait_state(lambda s: s.volume == pytest.approx(0.5))
-    assert "dropped: silent for" in stack.daemon_log.read_text()
+    log = stack.daemon_log.read_text()
+    assert "dropped: silent for" in log and "dropped: no handshake within 1 s" in log
 
 
 async def test_time_requests_are_answered_and_messages_before_hello_refused(

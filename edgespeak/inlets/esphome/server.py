@@ -103,7 +103,8 @@ class EsphomeServer:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         try:
-            transport = await self._framing(reader, writer, peer)
+            async with asyncio.timeout(self._config.client_timeout_s):  # a silent connection
+                transport = await self._framing(reader, writer, peer)
             if transport is None:
                 return
             session = Session(
@@ -117,6 +118,9 @@ class EsphomeServer:
                 self.sessions.discard(session)
         except (asyncio.IncompleteReadError, ConnectionError):
             log.debug("ESPHome API client %s left during the handshake", peer)
+        except TimeoutError:
+            log.warning("ESPHome API client %s dropped: no handshake within %g s", peer,
+                        self._config.client_timeout_s)  # fmt: skip
         except Exception:  # one client's bug must not take the server down
             log.exception("ESPHome API client %s: unexpected error", peer)
         finally:
