@@ -201,6 +201,7 @@ def daemon_config(
         f'node_id = "testnode"\n[mqtt]\n{mqtt_toml}'
         f'[tts]\nurl = "{tts_url}"\nformat = "{fmt}"\nsample_rate = {rate}\n'
         f"connect_timeout_s = 2.0\nfirst_audio_timeout_ms = {first_audio_timeout_ms}\n"
+        "reconnect_max_s = 1.0\n"
         f'[cache]\ndir = "{cache_dir}"\nphrases = {json.dumps(list(phrases))}\n'
         f'[audio]\ndevice = "{device}"\nfade_ms = {fade_ms}\nkeep_open_s = {keep_open_s}\n'
         f"[fallback]\nenabled = {str(fallback).lower()}\n"

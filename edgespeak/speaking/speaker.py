@@ -225,7 +225,7 @@ class Speaker:
         try:
             if self._chimes is None:
                 raise ChimeError(f"unknown chime {ann.chime!r} (no chimes configured)")
-            pcm = self._chimes.pcm(ann.chime, rate_hz)
+            pcm = await self._chimes.load(ann.chime, rate_hz)
         except ChimeError as exc:
             log.warning("announcement %s plays without its chime: %s", ann.id, exc)
             return None, str(exc)

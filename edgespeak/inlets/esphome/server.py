@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgespeak.audio.alsa import AlsaSink
-from edgespeak.base.backoff import backoff_s
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.events import Event
 from edgespeak.config import Settings
 from edgespeak.inlets.esphome.device import Device
@@ -83,13 +83,14 @@ class EsphomeServer:
 
     async def _listen(self) -> asyncio.Server:
         failures = 0
+        backoff = Backoff(first_s=1.0, max_s=60.0)
         c = self._config
         while True:
             try:
                 server = await asyncio.start_server(self._serve, c.host, c.port)
             except OSError as exc:
                 failures += 1
-                delay = backoff_s(failures, first_s=1.0, max_s=60.0)
+                delay = backoff.after(failures)
                 log.error("ESPHome API cannot listen on %s:%d: %s; again in %.0f s",
                           c.host, c.port, exc.strerror or exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)
