@@ -57,10 +57,11 @@ import time
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import aiomqtt
 
+from bench.aplay import APLAY_TOPIC, AplaySubscriber, json_payload
 from bench.common import (
     ANNOUNCE_TOPIC,
     EVENT_TOPIC,
@@ -78,6 +79,7 @@ from bench.common import (
     write_config,
 )
 from bench.fifo import Arrival, FifoReader, between
+from edgespeak.base.events import TERMINAL
 from harness.stack import (
     LocalServer,
     Mosquitto,
@@ -89,7 +91,6 @@ from harness.stack import (
 
 NAME = "cache"
 HELP = "cache-hit TTFA, publish -> first byte out of ALSA, next to aplay per utterance"
-APLAY_TOPIC = "bench/aplay/announce"
 TRIAL_TIMEOUT_S = 30.0
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 
@@ -127,43 +128,6 @@ class Trial:
         return (self.first_byte - self.sent) * 1000
 
 
-# ---- the aplay-per-announcement subscriber ----------------------------------------------------
-@dataclass
-class AplaySubscriber:
-    """Path B: on each message ``{"id", "wav"}``, ``aplay -q -D default WAV``, wait for its exit."""
-
-    port: int
-    env: dict[str, str]
-    stderr: IO[bytes]
-    extra_args: list[str]
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    pending: dict[str, asyncio.Future[tuple[float, int]]] = field(default_factory=dict)
-
-    async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port, socket_options=NODELAY) as client:
-            await client.subscribe(APLAY_TOPIC, qos=1)
-            self.ready.set()
-            async for message in client.messages:
-                received = time.monotonic()
-                request = _json(message.payload)
-                proc = await asyncio.create_subprocess_exec(
-                    "aplay", "-q", "-D", "default", *self.extra_args, request["wav"],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                    env=self.env,
-                )  # fmt: skip
-                code = await proc.wait()
-                fut = self.pending.pop(request["id"], None)
-                if fut is not None and not fut.done():
-                    fut.set_result((received, code))
-
-
-def _json(payload: object) -> dict[str, Any]:
-    if not isinstance(payload, bytes | bytearray):
-        raise TypeError(f"unexpected MQTT payload {payload!r}")
-    body: dict[str, Any] = json.loads(bytes(payload))
-    return body
-
-
 # ---- the run ---------------------------------------------------------------------------------
 @dataclass
 class Bench:
@@ -179,11 +143,11 @@ class Bench:
 
     async def pump(self) -> None:
         async for message in self.client.messages:
-            event = _json(message.payload)
+            event = json_payload(message.payload)
             ann_id = str(event.get("id"))
             if event.get("state") == "playing":
                 self.playing[ann_id] = event
-            elif event.get("state") in ("finished", "failed"):
+            elif event.get("state") in TERMINAL:
                 fut = self.events.pop(ann_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(event)
@@ -198,7 +162,7 @@ class Bench:
         async with asyncio.timeout(TRIAL_TIMEOUT_S):
             event = await fut
         if event["state"] != "finished":
-            raise RuntimeError(f"{ann_id} failed: {event.get('error')}")
+            raise RuntimeError(f"{ann_id} {event['state']}: {event.get('error')}")
         return sent, event
 
     async def fill(self, texts: list[str]) -> list[Phrase]:

@@ -9,7 +9,7 @@ import pkgutil
 
 import edgespeak
 from edgespeak.base import errors
-from edgespeak.base.errors import EdgespeakError, RequestError, TtsError
+from edgespeak.base.errors import CacheError, EdgespeakError, RequestError, TtsError
 
 
 def defined_exceptions() -> dict[str, type[BaseException]]:
@@ -46,6 +46,8 @@ def test_the_classes_defined_beside_their_modules_are_on_their_branch() -> None:
         "SessionError": RequestError,
         "InputError": RequestError,
         "UnsupportedRequest": RequestError,
+        "ProtocolError": RequestError,
+        "IndexUnavailable": CacheError,
         "UnknownVoice": TtsError,
         "EngineError": TtsError,
         "ChimeError": EdgespeakError,

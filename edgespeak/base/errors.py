@@ -5,10 +5,11 @@
     EdgespeakError
     ├── ConfigError          configuration file or environment invalid
     ├── PayloadError         an MQTT or Hermes payload is refused (a ``failed`` event)
-    ├── RequestError         the local server refuses a client's request
+    ├── RequestError         one of edgespeak's servers refuses what a client sent
     │   ├── SessionError         server/app.py: Fish live ``finish`` reason ``error``
     │   ├── InputError           server/cartesia.py: Cartesia ``error`` frame
-    │   └── UnsupportedRequest   server/output.py: a format, rate or bitrate it cannot make
+    │   ├── UnsupportedRequest   server/output.py: a format, rate or bitrate it cannot make
+    │   └── ProtocolError        inlets/esphome/messages.py: ESPHome API framing, handshake
     ├── TtsError             a TTS provider or engine did not deliver audio
     │   ├── TtsUnavailable, TtsRejected, TtsProtocolError
     │   ├── UnknownVoice         providers/voices.py: no voice with that id
@@ -16,12 +17,13 @@
     ├── AudioFormatError     audio bytes cannot be parsed or decoded
     ├── AudioDeviceError     the ALSA output cannot be opened or written
     ├── CacheError           the phrase cache cannot be read or written
+    │   └── IndexUnavailable     sources/cache/index.py: index closed, unusable or corrupt
     └── ChimeError           speaking/chimes.py: unknown, unreadable or malformed chime
 
-The classes defined elsewhere live beside the one module that raises them. Private signals
-(a leading underscore: ``_CloseSocket``, ``_StaleConnection``, ``_IndexUnavailable``…) stay
-outside the tree: they are control flow between two functions of one module, never reported,
-and must not be caught by an ``except EdgespeakError`` on the way.
+The classes defined elsewhere live beside the modules that raise them. Private signals (a
+leading underscore: ``_CloseSocket``, ``_Stale``…) stay outside the tree: they are control
+flow between two functions of one module, never reported, and must not be caught by an
+``except EdgespeakError`` on the way.
 
 Chaining, when a boundary turns a foreign exception into one of these:
 
@@ -64,9 +66,10 @@ class PayloadError(EdgespeakError):
 
 
 class RequestError(EdgespeakError):
-    """The local TTS server (``edgespeak serve``) refuses a client's request: malformed,
-    unsupported, over a limit, or the server is busy. The message is sent back to the client
-    (a ``finish`` or ``error`` frame, an HTTP error), so it names what is wrong."""
+    """One of edgespeak's servers refuses what a client sent: the local TTS server
+    (``edgespeak serve``: malformed, unsupported, over a limit, or busy; the message goes
+    back in a ``finish`` or ``error`` frame or an HTTP error, so it names what is wrong), or
+    the ESPHome native API (a broken frame or handshake: the connection ends)."""
 
 
 class TtsError(EdgespeakError):
@@ -94,6 +97,12 @@ class TtsProtocolError(TtsError):
 
 class AudioFormatError(EdgespeakError):
     """Audio bytes could not be parsed or decoded (bad Ogg page, bad Opus packet, bad WAV)."""
+
+
+class MediaError(EdgespeakError):
+    """A media URL could not be played: refused, an HTTP error, no answer in time, not audio,
+    cut short, or over a limit. The message names the host at most, never the URL's path or
+    query (Home Assistant puts access tokens there)."""
 
 
 class AudioDeviceError(EdgespeakError):

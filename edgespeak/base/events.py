@@ -13,7 +13,7 @@ TERMINAL: Final[tuple[TerminalState, ...]] = get_args(TerminalState)
 """The states that end an announcement: each announcement's last event is in exactly one of
 them (``finished`` spoken; ``interrupted`` cut off or stopped; ``expired`` dropped unspoken
 after its ``ttl_s``; ``failed`` refused or broken). Test ``event.state in TERMINAL``."""
-Source = Literal["stream", "cache", "fallback", "sound"]
+Source = Literal["stream", "cache", "fallback", "sound", "url"]
 
 # Wall clock and monotonic clock read together once: event times are the monotonic clock
 # mapped onto the wall clock, so they keep their order and spacing when NTP steps the clock
@@ -37,6 +37,7 @@ class Event:
     ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
     ``chime_gap_ms``: milliseconds of silence between the chime and the speech (chimed only).
     ``warning``: something that went wrong without stopping it (an unknown chime, skipped).
+    ``host``: the host (and port) of a media URL played (source url), never its path or query.
     """
 
     id: str
@@ -49,6 +50,7 @@ class Event:
     reason: str | None = None
     chime_gap_ms: float | None = None
     warning: str | None = None
+    host: str | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:

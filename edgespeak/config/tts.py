@@ -67,6 +67,8 @@ class TtsConfig(Section):
     ``cartesia_protocol.DEFAULT_MODEL`` when unset), ``reference_id`` the voice id, the audio
     raw ``pcm_s16le`` (``format`` must be ``pcm``, ``sample_rate`` one Cartesia offers);
     ``max_buffer_delay_ms`` (ms) and ``language`` go into every request.
+    ``reconnect_max_s``: the longest wait between connection attempts to the provider, seconds
+    (the broker's is ``[mqtt] reconnect_max_s``).
     """
 
     provider: Literal["fish", "cartesia"] = "fish"
@@ -89,6 +91,7 @@ class TtsConfig(Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     first_audio_timeout_ms: int = Field(3000, ge=100, le=60000)
     heartbeat_s: float = Field(20.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
     cartesia_version: str = cartesia_protocol.API_VERSION
     max_buffer_delay_ms: int = Field(0, ge=0, le=cartesia_protocol.MAX_BUFFER_DELAY_MS)
     language: str | None = None

@@ -10,6 +10,7 @@ formats and the text (keyed on its own) are left out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,13 @@ def tts_request(tts: TtsConfig, overrides: Overrides | None = None) -> dict[str,
     return request
 
 
+@functools.lru_cache(maxsize=16)
+def _sha256(audio: bytes) -> str:
+    """The hex sha256 of reference audio, computed once per loaded file: the same bytes
+    objects (read at config load, up to 10 MiB) come with every announcement."""
+    return hashlib.sha256(audio).hexdigest()
+
+
 def audio_identity(request: dict[str, Any]) -> tuple[dict[str, float] | None, dict[str, Any]]:
     """``(prosody, options)`` of ``request`` for :func:`edgespeak.sources.cache.cache_key`: what
     changes the audio besides model, voice, format, sample rate and text. ``prosody`` is None
@@ -79,7 +87,7 @@ def audio_identity(request: dict[str, Any]) -> tuple[dict[str, float] | None, di
             prosody = None
     options = {k: v for k, v in request.items() if k not in _KEYED_APART}
     options["references"] = [
-        {"sha256": hashlib.sha256(ref["audio"]).hexdigest(), "text": ref["text"]}
+        {"sha256": _sha256(ref["audio"]), "text": ref["text"]}
         for ref in request.get("references") or []
     ]
     fmt = request.get("format")

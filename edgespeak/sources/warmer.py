@@ -18,9 +18,9 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_never,
-    wait_random_exponential,
 )
 
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import CacheError, EdgespeakError, TtsUnavailable
 from edgespeak.config import Phrase, Settings
 from edgespeak.providers.client import TtsClient
@@ -57,9 +57,10 @@ class PhraseWarmer:
         self.phrases = settings.cache.phrases if phrases is None else phrases
         self._keys = {p: phrase_key(settings, endpoint, p.text, p.voice) for p in self.phrases}
 
-    def pin(self) -> None:
-        """Pin exactly the configured phrases (earlier pins become evictable)."""
-        self._cache.set_pinned(set(self._keys.values()))
+    async def pin(self) -> None:
+        """Pin exactly the configured phrases (earlier pins become evictable), in a thread: the
+        index may wait for another process's write."""
+        await asyncio.to_thread(self._cache.set_pinned, set(self._keys.values()))
 
     async def warm_once(
         self, progress: Callable[[WarmResult], None] | None = None
@@ -77,7 +78,8 @@ class PhraseWarmer:
         return results
 
     async def _warm(self, phrase: Phrase, key: str) -> WarmResult:
-        if self._cache.has(key):
+        # The index in a thread: it may wait for another process's write (busy timeout).
+        if await asyncio.to_thread(self._cache.has, key):
             problem = await asyncio.to_thread(self._cache.verify, key)
             if problem is None:
                 return WarmResult(phrase, "cached")
@@ -90,7 +92,7 @@ class PhraseWarmer:
                 pass
         except EdgespeakError as exc:
             return WarmResult(phrase, "failed", exc)
-        if self._cache.has(key):
+        if await asyncio.to_thread(self._cache.has, key):
             return WarmResult(phrase, "stored")
         why = "is disabled" if not self._cache.usable else "did not store it"
         return WarmResult(phrase, "failed", CacheError(f"synthesised, but the phrase cache {why}"))
@@ -101,8 +103,8 @@ class PhraseWarmer:
         Phrases the provider refuses (unknown voice, 401…) are logged and left until the next
         outage ends; an unreachable provider is retried with backoff. Never raises.
         """
-        self.pin()
-        backoff = wait_random_exponential(multiplier=0.5, max=self._settings.mqtt.reconnect_max_s)
+        await self.pin()
+        backoff = Backoff(max_s=self._settings.tts.reconnect_max_s)
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TtsUnavailable), wait=backoff, stop=stop_never
