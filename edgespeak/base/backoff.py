@@ -1,6 +1,6 @@
 """Reconnection delays: one policy for the broker link and the TTS provider clients.
 
-Exponential, capped, jittered (shared/design.md, "websockets" habits), written as a tenacity
+Exponential, capped, jittered (as the ``websockets`` library reconnects), written as a tenacity
 wait strategy so that a ``tenacity.AsyncRetrying`` loop uses it as is; a caller that counts
 its failures itself asks :meth:`Backoff.after`.
 """

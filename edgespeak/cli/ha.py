@@ -1,7 +1,7 @@
 """``edgespeak ha remove``: take this node out of Home Assistant.
 
 Publishes an empty retained payload on every discovery topic of the node (Home Assistant then
-deletes the entities; shared/protocols.md §4) and clears the retained state and availability,
+deletes the entities; docs/protocols.md §10) and clears the retained state and availability,
 so nothing of the node is left on the broker. Run it with the daemon stopped, or the daemon
 publishes discovery again when it reconnects.
 """

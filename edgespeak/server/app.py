@@ -1,6 +1,6 @@
 """The local Fish-live-protocol server (aiohttp), ``GET /v1/tts/live``.
 
-Protocol as in shared/protocols.md §1: per session ``start`` → ``text``* / ``flush``* →
+Protocol as in docs/protocols.md §1: per session ``start`` → ``text``* / ``flush``* →
 ``stop``; the server answers ``audio``* then exactly one ``finish``. Several sessions may follow
 one another on one connection unless ``close_after_finish`` is set (the official cloud's
 documented behaviour), so clients can be tested against both. Messages are handled in order by

@@ -1,6 +1,6 @@
 """The local server's Cartesia TTS WebSocket, ``GET /tts/websocket`` (espeak-ng behind it).
 
-Protocol as in shared/protocols.md §2 (see :mod:`edgespeak.wire.cartesia`). One socket
+Protocol as in docs/protocols.md §6 (see :mod:`edgespeak.wire.cartesia`). One socket
 multiplexes contexts: each ``context_id`` buffers its transcript across ``continue: true``
 inputs and synthesises what is buffered on ``flush`` (then ``flush_done``) and when an input
 says ``continue: false`` (then ``done``). Contexts run concurrently; a context's frames keep

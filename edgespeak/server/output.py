@@ -2,7 +2,7 @@
 
 One :class:`OutputStream` per session: it resamples with soxr (streaming, state kept across
 chunks so segment joins are seamless) and encodes. Opus is Ogg Opus at 48000 Hz only, as Fish
-documents (shared/protocols.md §1).
+documents (docs/protocols.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rhasspy Hermes message shapes (shared/protocols.md §3) as pure functions: no MQTT, no I/O.
+"""Rhasspy Hermes message shapes (docs/protocols.md §9) as pure functions: no MQTT, no I/O.
 
 Two requests are understood, both only for the configured ``site_id``:
 
