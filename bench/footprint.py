@@ -43,7 +43,6 @@ from typing import Any
 
 from bench.common import (
     PHRASES,
-    TERMINAL,
     Events,
     Result,
     Seen,
@@ -58,6 +57,7 @@ from bench.common import (
     watching,
     write_config,
 )
+from edgespeak.base.events import TERMINAL
 from harness import stack
 
 NAME = "footprint"

@@ -1,11 +1,5 @@
-"""AlsaSink on real ALSA through pyalsaaudio: byte-exact capture, and real-time pacing.
-
-Two PCMs take the capture file (and the PulseAudio server) as ALSA arguments, so one config
-serves every test: ``edgespeak_capture:FILE=…`` is a ``file`` PCM over ``null`` (byte-exact,
-not paced: writes never block) and ``edgespeak_paced_capture:FILE=…,SERVER=…`` a ``file`` PCM
-over a PulseAudio null sink (byte-exact and paced in real time). alsa-lib reloads its config
-when ``ALSA_CONFIG_PATH`` changes, so setting it for this module is enough.
-"""
+"""AlsaSink on real ALSA, byte-exact: a ``file`` PCM over ``null`` (not paced, writes never
+block) captures every byte handed to ALSA (devices and helpers: tests/alsa_sink.py)."""
 
 from __future__ import annotations
 
@@ -13,98 +7,31 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from edgespeak.audio.alsa import AlsaSink, Playback
+from edgespeak.audio.alsa import AlsaSink
 from edgespeak.base.errors import AudioDeviceError
-from harness.stack import PulseAudio
-
-RATE = 22050
-FS = 32767  # full scale
-FADE = round(RATE * 8 / 1000)  # frames in the default 8 ms fade
-ALSA_CONF = """
-pcm.edgespeak_capture {
-  @args [ FILE ]
-  @args.FILE { type string }
-  type file
-  slave.pcm "null"
-  file $FILE
-  format "raw"
-}
-pcm.edgespeak_paced_capture {
-  @args [ FILE SERVER ]
-  @args.FILE { type string }
-  @args.SERVER { type string }
-  type file
-  slave.pcm { type pulse server $SERVER }
-  file $FILE
-  format "raw"
-}
-"""
+from tests.alsa_sink import (
+    FADE,
+    FS,
+    RATE,
+    alsa_config,  # noqa: F401  (module-scoped autouse fixture: the ALSA config)
+    capture,
+    chunked,
+    dc,
+    fill_pipe,
+    noise,
+    play,
+    read_to_eof,
+    s16,
+    sink_on,
+    stalls,
+)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def alsa_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    conf = tmp_path_factory.mktemp("alsa") / "asound.conf"
-    conf.write_text(ALSA_CONF)
-    saved = os.environ.get("ALSA_CONFIG_PATH")
-    os.environ["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{conf}"
-    yield
-    if saved is None:
-        del os.environ["ALSA_CONFIG_PATH"]
-    else:
-        os.environ["ALSA_CONFIG_PATH"] = saved
-
-
-def capture(path: Path) -> str:
-    return f'edgespeak_capture:FILE="{path}"'
-
-
-def paced(path: Path, pulse: PulseAudio) -> str:
-    return f'edgespeak_paced_capture:FILE="{path}",SERVER="{pulse.server}"'
-
-
-def dc(frames: int, value: int) -> bytes:
-    return np.full(frames, value, dtype="<i2").tobytes()
-
-
-def noise(frames: int, seed: int = 1) -> bytes:
-    rng = np.random.default_rng(seed)
-    return rng.integers(-32768, 32768, frames, dtype=np.int16).astype("<i2").tobytes()
-
-
-def s16(data: bytes) -> np.ndarray[Any, np.dtype[np.int16]]:
-    return np.frombuffer(data, dtype="<i2")
-
-
-def chunked(data: bytes, size: int) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)]
-
-
-@contextlib.asynccontextmanager
-async def sink_on(device: str, **options: Any) -> AsyncIterator[AlsaSink]:
-    sink = AlsaSink(device, **options)
-    try:
-        yield sink
-    finally:
-        await asyncio.to_thread(sink.close)
-
-
-async def play(sink: AlsaSink, pcm: bytes, chunk: int = 882, **begin: Any) -> Playback:
-    """One utterance: begin at RATE, write ``pcm`` in chunks of ``chunk`` bytes, end."""
-    utt = await sink.begin(RATE, **begin)
-    for part in chunked(pcm, chunk):
-        await sink.write(utt, part)
-    return await sink.end(utt)
-
-
-# ---- byte-exact capture (file over null, not paced) ----------------------------------------
 async def test_without_fade_or_gain_output_is_byte_exact(tmp_path: Path) -> None:
     out = tmp_path / "out.raw"
     pcm = noise(5000)
@@ -230,7 +157,7 @@ async def test_missing_mixer_control_falls_back_to_software_volume(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = tmp_path / "out.raw"
-    with caplog.at_level(logging.WARNING, logger="edgespeak.audio.alsa"):
+    with caplog.at_level(logging.WARNING, logger="edgespeak.audio.device"):
         sink = AlsaSink(capture(out), fade_ms=0, volume=0.5, mixer="NoSuchControl")
     assert "NoSuchControl" in caplog.text and "software volume" in caplog.text
     try:
@@ -309,113 +236,28 @@ async def test_unfinished_utterances_are_still_settled(tmp_path: Path) -> None:
         await sink.begin(RATE)
 
 
-# ---- paced in real time (file over a PulseAudio null sink) --------------------------------
-async def test_abort_fades_out_and_the_next_utterance_follows(
-    tmp_path: Path, pulse: PulseAudio
+async def test_a_device_that_blocks_while_the_pcm_is_closed_is_reported_stalled(
+    tmp_path: Path,
 ) -> None:
-    out = tmp_path / "out.raw"
-    async with sink_on(paced(out, pulse)) as sink:
+    """Closing the PCM (on a new rate, after an error, at the end) drains it first, which blocks
+    like a write: ``stalled_s`` (what the daemon's watchdog checks) must see that too."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a writer: alsa-lib's open does not wait
+    try:
+        before = fill_pipe(keep)
+        pcm = noise(1000)  # less than one buffer: kept by the file PCM until it is closed
+        sink = AlsaSink(capture(fifo), fade_ms=0)
         utt = await sink.begin(RATE)
-
-        async def produce() -> None:  # 2 s of speech, held back by the bounded queue
-            for part in chunked(dc(2 * RATE, 16000), 882):
-                await sink.write(utt, part)
-
-        producer = asyncio.create_task(produce())
+        await sink.write(utt, pcm)
         await utt.first_frame
-        asked = time.monotonic()
-        cut = await sink.abort(utt)
-        latency_s = time.monotonic() - asked
-        await producer
-        begun = time.monotonic()
-        nxt = await sink.begin(RATE)
-        await sink.write(nxt, dc(2000, -12000))
-        playback = await sink.end(nxt)
-        await sink.wait_idle()
-    assert cut.interrupted and FADE < cut.frames < RATE  # most of the 2 s never played
-    assert latency_s < 0.1, latency_s  # one period to notice + the fade, not the queue
-    assert nxt.playback.first_frame_at is not None
-    assert nxt.playback.first_frame_at - begun < 0.1
-    got = s16(out.read_bytes())
-    assert len(got) == cut.frames + playback.frames == cut.frames + 2000
-    first = got[: cut.frames]
-    ramp = first[-FADE:]
-    assert first[-FADE - 1] == 16000 and np.all(np.diff(ramp) <= 0) and ramp[-1] == 0
-    second = got[cut.frames :]
-    assert second[0] == 0 and second[-1] == 0 and np.all(second[FADE:-FADE] == -12000)
-
-
-async def test_keep_open_lets_the_next_utterance_start_at_once(
-    tmp_path: Path, pulse: PulseAudio
-) -> None:
-    out = tmp_path / "out.raw"
-    keep = round(RATE * 0.4)
-    one, two = dc(2205, 1000), dc(2205, 2000)
-    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=0.4) as sink:
-        first = await play(sink, one)  # returns once played: a buffer of silence behind it
-        begun = time.monotonic()
-        second = await play(sink, two)
-        await sink.wait_idle()
-    assert second.first_frame_at is not None and second.first_frame_at - begun < 0.05
-    got = out.read_bytes()
-    gap = len(got) // 2 - first.frames - second.frames - keep
-    buffer_frames, period_frames = round(RATE * 0.08), round(RATE * 0.02)
-    assert buffer_frames <= gap <= buffer_frames + 2 * period_frames < keep
-    assert second.gap_frames == gap  # what the writer reports is what the device played
-    assert got == one + bytes(gap * 2) + two + bytes(keep * 2)
-
-
-async def test_an_utterance_queued_behind_an_ended_one_follows_without_a_gap(
-    tmp_path: Path, pulse: PulseAudio
-) -> None:
-    out = tmp_path / "out.raw"
-    one, two = dc(4410, 1000), dc(2205, 2000)  # 200 ms, then 100 ms
-    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=0.4) as sink:
-        first = await sink.begin(RATE)
-        await sink.write(first, one)
-        ended = sink.end_nowait(first)  # queued at once, not waited for
-        second = await play(sink, two)
-        await ended
-        await sink.wait_idle()
-    assert second.gap_frames == 0
-    assert out.read_bytes() == one + two + bytes(round(RATE * 0.4) * 2)
-
-
-async def test_underrun_is_counted_and_playback_completes(
-    tmp_path: Path, pulse: PulseAudio
-) -> None:
-    out = tmp_path / "out.raw"
-    pcm = noise(4410)
-    async with sink_on(paced(out, pulse), fade_ms=0) as sink:
-        utt = await sink.begin(RATE)
-        await sink.write(utt, pcm[:1764])
-        await utt.first_frame
-        await asyncio.sleep(0.3)  # the stimulus: stall longer than the 80 ms buffer
-        await sink.write(utt, pcm[1764:])
-        playback = await sink.end(utt)
-        await sink.wait_idle()
-    assert playback.underruns == 1
-    assert sink.underruns == playback.underruns
-    assert playback.frames == 4410
-    # The device restarted on a buffer of silence (80 ms less one 20 ms period), then the rest.
-    preroll = round(RATE * 0.08) - round(RATE * 0.02)
-    assert out.read_bytes() == pcm[:1764] + bytes(preroll * 2) + pcm[1764:]
-
-
-async def test_one_stall_is_one_underrun_even_when_the_source_then_keeps_real_time(
-    tmp_path: Path, pulse: PulseAudio
-) -> None:
-    out = tmp_path / "out.raw"
-    period = round(RATE * 0.02)
-    async with sink_on(paced(out, pulse), fade_ms=0) as sink:
-        utt = await sink.begin(RATE)
-        await sink.write(utt, noise(period * 4))
-        await utt.first_frame
-        await asyncio.sleep(0.3)  # the stimulus: a stall longer than the 80 ms buffer
-        start = time.monotonic()
-        for i in range(25):  # then half a second delivered just in time, period by period
-            await asyncio.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
-            await sink.write(utt, noise(period, seed=i + 2))
-        playback = await sink.end(utt)
-        await sink.wait_idle()
-    assert playback.underruns == 1, playback.underruns
+        closing = asyncio.ensure_future(asyncio.to_thread(sink.close))  # under way: no drain
+        stalled_s = await stalls(sink, at_least_s=0.5, within_s=3)  # close() waits 5 s
+        reading = asyncio.ensure_future(asyncio.to_thread(read_to_eof, fifo))  # unblocks
+        await closing
+    finally:
+        os.close(keep)  # the last writer gone: the reader meets end of file
+    assert stalled_s >= 0.5, stalled_s
+    assert await reading == before + pcm
+    with pytest.raises(AudioDeviceError, match="closed"):
+        await utt.done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from pathlib import Path
 
 from edgespeak.sources.cache import PhraseCache
@@ -84,3 +85,23 @@ async def test_warm_with_the_provider_down_fails_with_exit_1(tmp_path: Path) -> 
     assert f"failed: {DOOR!r}: cannot connect" in warm.stdout
     with PhraseCache(tmp_path) as cache:
         assert cache.entries() == []
+
+
+def test_cache_list_loads_neither_alsaaudio_nor_numpy(tmp_path: Path) -> None:
+    """``edgespeak cache list`` stays light on a Pi Zero: importing the phrase cache and the
+    cache commands, and running ``list``, loads neither alsaaudio nor numpy."""
+    config = write_config(tmp_path / "config.toml", "ws://127.0.0.1:1/v1/tts/live", tmp_path)
+    code = (
+        "import sys\n"
+        "import edgespeak.cli.cache, edgespeak.sources.cache\n"
+        "from edgespeak.cli.main import main\n"
+        "status = main(['cache', 'list', '--config', sys.argv[1]])\n"
+        "heavy = sorted({'alsaaudio', 'numpy'} & set(sys.modules))\n"
+        "assert status == 0 and not heavy, (status, heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True, text=True, env=base_env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "0 entries (0 pinned)" in done.stdout

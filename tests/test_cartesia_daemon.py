@@ -60,6 +60,7 @@ async def test_daemon_speaks_through_the_local_cartesia_endpoint(stack: Stack) -
     path.write_text(
         f'node_id = "testnode"\n[mqtt]\nport = {stack.broker.port}\nreconnect_max_s = 1.0\n'
         '[tts]\nprovider = "cartesia"\nsample_rate = 22050\nconnect_timeout_s = 2.0\n'
+        "reconnect_max_s = 1.0\n"
         f'first_audio_timeout_ms = 5000\n[server]\nhost = "127.0.0.1"\nport = {stack.tts.port}\n'
         f'[cache]\ndir = "{stack.cache_dir}"\n[audio]\ndevice = "default"\nfade_ms = 0\n'
         "keep_open_s = 0\n[fallback]\nenabled = false\n"

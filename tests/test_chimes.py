@@ -1,15 +1,30 @@
-"""The chime library: built-in doorbell, a sounds directory over it, resampling, bad files."""
+"""The chime library: built-in doorbell, a sounds directory over it, resampling, bad files, and
+its first decode kept off the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 import wave
 from pathlib import Path
 
 import numpy as np
+import ormsgpack
 import pytest
+from aiohttp import web
 
+from edgespeak.audio.alsa import AlsaSink
+from edgespeak.base.announcement import Announcement
+from edgespeak.base.events import Event
+from edgespeak.config import Settings
+from edgespeak.providers.fish import FishLiveClient
+from edgespeak.sources.synthesis import Synthesizer
 from edgespeak.speaking.chimes import ChimeError, Chimes
+from edgespeak.speaking.speaker import Speaker
+from edgespeak.wire import fish as fp
+from harness.stack import capture_alsa_conf
+from tests.helpers import serving_live
 
 
 def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
@@ -70,3 +85,51 @@ def test_bad_chimes_raise_a_clear_error(
         (tmp_path / f"{name}.wav").write_bytes(content)
     with pytest.raises(ChimeError, match=message.replace("(", r"\(").replace(".", r"\.")):
         Chimes(tmp_path).pcm(name, 22050)
+
+
+class NotingChimes(Chimes):
+    """The real chime library, noting the thread of every first read and decode."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.threads: set[int] = set()
+
+    def _load(self, name: str, rate_hz: int) -> bytes:
+        self.threads.add(threading.get_ident())
+        return super()._load(name, rate_hz)
+
+
+async def test_a_chimes_first_read_and_decode_run_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real Speaker plays an announcement with a chime through real ALSA (a ``file`` PCM)
+    and a real Fish live session; the chime's WAV is read and decoded in a thread."""
+    out = tmp_path / "out.raw"
+    env = capture_alsa_conf(tmp_path / "asound.conf", out)
+    monkeypatch.setenv("ALSA_CONFIG_PATH", env["ALSA_CONFIG_PATH"])
+    speech = (np.arange(2205) % 200 * 50).astype("<i2").tobytes()
+
+    async def speak(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if ormsgpack.unpackb(msg.data)["event"] == "stop":
+                await ws.send_bytes(fp.audio(speech))
+                await ws.send_bytes(fp.finish("stop"))
+        return ws
+
+    chimes = NotingChimes()
+    events: list[Event] = []
+    sink = AlsaSink("default", fade_ms=0)
+    try:
+        async with serving_live(speak) as url, FishLiveClient(url) as tts:
+            synth = Synthesizer(tts, "pcm", 22050, None)
+            speaker = Speaker(Settings(tts={"url": url}), synth, url, sink, None, None,
+                              events.append, chimes)  # fmt: skip
+            done = await speaker.speak(Announcement(text="Hello.", chime="doorbell"))
+    finally:
+        await asyncio.to_thread(sink.close)
+    assert (done.state, done.source, done.warning) == ("finished", "stream", None), done
+    assert chimes.threads and threading.get_ident() not in chimes.threads
+    played = out.read_bytes()
+    assert played.startswith(Chimes(None).pcm("doorbell", 22050)) and played.endswith(speech)

@@ -85,6 +85,7 @@ def test_env_value_is_validated_and_named(tmp_path: Path, monkeypatch: pytest.Mo
         ('[mqtt]\nport = "abc"\n', r"mqtt\.port: .*integer"),
         ("[mqtt]\nport = 70000\n", r"mqtt\.port: .*65535"),
         ('[tts]\nformat = "mp3"\n', r"tts\.format"),
+        ("[tts]\nreconnect_max_s = 0\n", r"tts\.reconnect_max_s"),
         ('[audio]\nperiods = "many"\n', r"audio\.periods"),
         ('[mqtt]\nprefix = "home/#"\n', r"mqtt\.prefix"),
         ('[tts]\nurl = "http://api.fish.audio/v1/tts/live"\n', r"tts\.url: .*ws://"),
@@ -95,6 +96,13 @@ def test_env_value_is_validated_and_named(tmp_path: Path, monkeypatch: pytest.Mo
 def test_bad_keys_and_values_are_named(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_config(write(tmp_path, text))
+
+
+def test_tts_has_its_own_reconnect_cap_with_the_brokers_default(tmp_path: Path) -> None:
+    s = load_config(write(tmp_path, ""))
+    assert s.tts.reconnect_max_s == s.mqtt.reconnect_max_s == 30.0
+    s = load_config(write(tmp_path, "[mqtt]\nreconnect_max_s = 60\n[tts]\nreconnect_max_s = 5\n"))
+    assert (s.mqtt.reconnect_max_s, s.tts.reconnect_max_s) == (60.0, 5.0)
 
 
 def test_bad_toml_syntax(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import WSMsgType, web
 from pydantic import SecretStr
 
-from edgespeak.base.backoff import backoff_s
 from edgespeak.base.errors import TtsProtocolError, TtsRejected, TtsUnavailable
 from edgespeak.config import ServerConfig
 from edgespeak.providers.fish import FishLiveClient
@@ -329,14 +328,6 @@ async def test_rate_limit_and_server_errors_are_retried_with_growing_delays(stat
         await asyncio.wait_for(client.wait_up(), 10)
         assert await collect(client) == [b"one", b"two"]
         assert client.reachable and client.refusal is None
-
-
-async def test_backoff_delays_grow_to_the_cap_with_jitter_and_never_below_half() -> None:
-    low = [backoff_s(n, first_s=0.5, max_s=30, rng=lambda: 0.0) for n in range(1, 10)]
-    high = [backoff_s(n, first_s=0.5, max_s=30, rng=lambda: 0.999999) for n in range(1, 10)]
-    assert low == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
-    assert [round(h, 3) for h in high] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
-    assert backoff_s(10_000, max_s=30, rng=lambda: 0.5) == 22.5  # no overflow far out
 
 
 @pytest.mark.parametrize("fault", ["error_before_audio", "error_after_audio"])

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -50,6 +51,19 @@ async def scripted_provider(*, audio: bytes = b"") -> AsyncIterator[tuple[str, a
 
     async with serving_live(handle) as url:
         yield url, sent
+
+
+async def appeared(directory: Path, pattern: str, timeout_s: float = 10.0) -> list[Path]:
+    """The files matching ``pattern`` in ``directory`` once there is one (polled, bounded by
+    ``timeout_s`` seconds; [] if none appeared)."""
+
+    def poll() -> list[Path]:
+        deadline = time.monotonic() + timeout_s
+        while not (found := list(directory.glob(pattern))) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polls the real condition, bounded by the deadline
+        return found
+
+    return await asyncio.to_thread(poll)
 
 
 async def test_pinned_phrases_play_byte_identical_with_the_server_stopped(stack: Stack) -> None:
@@ -160,7 +174,8 @@ async def test_daemon_killed_mid_stream_leaves_no_entry_that_plays(stack: Stack)
                 await w.announce(json.dumps({"text": WASHER, "id": "long-1"}))
                 await w.wait("playing", ann_id="long-1")
                 await sent.wait()
-                assert list(stack.cache_dir.glob(".*.tmp")), "the cache write was under way"
+                # The cache copy starts on its own thread once the audio is handed on.
+                assert await appeared(stack.cache_dir, ".*.tmp"), "no cache write under way"
                 proc.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(proc.wait)
     # The provider is gone now (its URL refuses): the same text must not come from the cache.

@@ -44,14 +44,14 @@ def read_wav(data: bytes, *, rate_hz: int | None = None) -> tuple[bytes, int]:
     usable = len(frames) - len(frames) % (width * channels)
     if usable == 0:
         raise AudioFormatError("WAV holds no audio frames")
-    mono = _to_float_mono(frames[:usable], width, channels)
+    mono = to_float_mono(frames[:usable], width, channels)
     if rate_hz is not None and rate_hz != rate:
         mono = soxr.resample(mono, rate, rate_hz)
         rate = rate_hz
     return dsp.to_s16(mono * 32768.0), rate
 
 
-def _to_float_mono(frames: bytes, width: int, channels: int) -> NDArray[np.float64]:
+def to_float_mono(frames: bytes, width: int, channels: int) -> NDArray[np.float64]:
     """Interleaved integer samples → mono floats in [-1, 1)."""
     if width == 1:  # WAV 8-bit is unsigned
         values = np.frombuffer(frames, dtype=np.uint8).astype(np.float64) - 128.0

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Final, Literal, get_args
 
-State = Literal["received", "playing", "finished", "interrupted", "expired", "failed"]
-Source = Literal["stream", "cache", "fallback", "sound"]
+TerminalState = Literal["finished", "interrupted", "expired", "failed"]
+State = Literal["received", "playing", TerminalState]
+TERMINAL: Final[tuple[TerminalState, ...]] = get_args(TerminalState)
+"""The states that end an announcement: each announcement's last event is in exactly one of
+them (``finished`` spoken; ``interrupted`` cut off or stopped; ``expired`` dropped unspoken
+after its ``ttl_s``; ``failed`` refused or broken). Test ``event.state in TERMINAL``."""
+Source = Literal["stream", "cache", "fallback", "sound", "url"]
 
 # Wall clock and monotonic clock read together once: event times are the monotonic clock
 # mapped onto the wall clock, so they keep their order and spacing when NTP steps the clock
@@ -36,6 +41,7 @@ class Event:
     fallback's voice and ``espeak-ng`` or ``piper``; for a stream or a cached phrase the
     provider (``fish``, ``cartesia``) and the voice asked of it (absent: its default), or the
     Piper voice that rendered a pinned phrase the provider could not.
+    ``host``: the host (and port) of a media URL played (source url), never its path or query.
     """
 
     id: str
@@ -50,6 +56,7 @@ class Event:
     warning: str | None = None
     voice: str | None = None
     engine: str | None = None
+    host: str | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:

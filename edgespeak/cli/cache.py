@@ -72,7 +72,7 @@ async def warm(settings: Settings, texts: Sequence[str]) -> int:
         synth = Synthesizer(tts, settings.tts.format, settings.tts.rate_hz, cache)
         pinned = PhraseWarmer(settings, synth, tts.url, cache)
         unpinned = PhraseWarmer(settings, synth, tts.url, cache, phrases=extra)
-        pinned.pin()
+        await pinned.pin()
         with tqdm(total=len(pinned.phrases) + len(extra), desc="warm", unit="phrase") as bar:
 
             def step(result: WarmResult) -> None:

@@ -1,6 +1,6 @@
 """Cartesia TTS WebSocket client: one warm, persistent socket, one context per announcement.
 
-Protocol facts from shared/protocols.md §2 (messages in :mod:`edgespeak.wire.cartesia`).
+Protocol facts from docs/protocols.md §6 (messages in :mod:`edgespeak.wire.cartesia`).
 Unlike Fish's one-session sockets, contexts multiplex on one socket: each :meth:`stream` opens a
 context (a fresh uuid ``context_id``), pushes the text with ``continue: true`` and ends it with
 an empty transcript and ``continue: false``; a reader routes the server's frames by
@@ -22,31 +22,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
-from pydantic import SecretStr
 
 from edgespeak.base.errors import TtsProtocolError, TtsRejected, TtsUnavailable
-from edgespeak.providers.connect import STALL_TIMEOUT_S, ConnectedClient, Connector
+from edgespeak.providers.connect import ConnectedClient, ConnectionOptions
+from edgespeak.providers.session import CLOSED, stream_session
 from edgespeak.wire import cartesia as cp
 
 log = logging.getLogger(__name__)
 
-_CLOSED = object()  # reader → contexts: the socket is gone
 STABLE_S = 5.0  # seconds: a socket closed sooner after opening counts as a failed attempt
 
 
 class _Context:
-    """One context's inbox and whether the server ended it (``done`` or ``error``)."""
+    """One announcement's context on the socket ``sock``: its ``inputs`` out, the frames the
+    reader routes to it by ``context_id`` in (a :class:`~edgespeak.providers.session.Session`).
+    ``ended``: the server ended it (``done`` or ``error``)."""
 
-    def __init__(self, context_id: str) -> None:
+    def __init__(self, sock: _Socket, context_id: str, inputs: list[str]) -> None:
         self.id = context_id
-        self.inbox: asyncio.Queue[object] = asyncio.Queue()  # Response or _CLOSED
+        self.inbox: asyncio.Queue[object] = asyncio.Queue()  # Response or CLOSED
         self.ended = False
+        self._sock, self._inputs = sock, inputs
+
+    async def send(self) -> None:
+        for frame in self._inputs:
+            await self._sock.ws.send_str(frame)
+
+    def audio(self, message: object) -> bytes | None:
+        assert isinstance(message, cp.Response)
+        match message.type:
+            case "chunk":
+                return cp.chunk_audio(message)
+            case "done":
+                self.ended = True
+                return None
+            case "error":
+                self.ended = True
+                detail = cp.error_detail(message.body)
+                raise TtsProtocolError(f"provider refused the request: {detail}")
+            case _:  # flush_done, timestamps, and whatever newer API versions add
+                log.debug("ignoring a %r frame", message.type)
+                return b""
+
+    def cut_short(self) -> str:
+        return f"connection closed (code {self._sock.close_code}) before 'done'"
+
+    async def end(self) -> None:
+        """Drop the context (its late frames are dropped); abandoned, cancel it."""
+        del self._sock.contexts[self.id]
+        if not self.ended and self._sock.alive:  # abandoned: stop generating it
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self._sock.ws.send_str(cp.encode(cp.cancel(self.id)))
 
 
 class _Socket:
@@ -67,11 +100,12 @@ class _Socket:
     def alive(self) -> bool:
         return not self.ws.closed and not self.closed.is_set()
 
-    def open_context(self) -> _Context:
-        ctx = _Context(str(uuid.uuid4()))
+    def open_context(self, context_id: str, inputs: list[str]) -> _Context:
+        """A new context ``context_id`` that will send ``inputs``, routed frames from now on."""
+        ctx = _Context(self, context_id, inputs)
         self.contexts[ctx.id] = ctx
         if self.closed.is_set():
-            ctx.inbox.put_nowait(_CLOSED)
+            ctx.inbox.put_nowait(CLOSED)
         return ctx
 
     async def _read(self) -> None:
@@ -85,7 +119,7 @@ class _Socket:
             self.close_code = self.ws.close_code
             self.closed.set()
             for ctx in self.contexts.values():
-                ctx.inbox.put_nowait(_CLOSED)
+                ctx.inbox.put_nowait(CLOSED)
             self._on_close(self)
 
     def _route(self, data: str) -> None:
@@ -117,49 +151,32 @@ class CartesiaClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/tts/websocket``) and yields raw s16le mono PCM at
     ``sample_rate`` Hz back.
 
-    ``token``: API key, sent as ``Authorization: Bearer`` (never logged); ``version``: the
-    ``Cartesia-Version`` header. ``model``: ``model_id``; ``voice``: the default voice id (an
-    announcement's ``reference_id`` overrides it); ``language`` (None: left out);
-    ``max_buffer_delay_ms``: sent explicitly, ms. Timeouts are in seconds;
-    ``reconnect_first_s``/``reconnect_max_s`` bound the backoff between failed connection
-    attempts. Use as ``async with CartesiaClient(...) as client``.
+    ``version``: the ``Cartesia-Version`` header. ``model``: ``model_id``; ``voice``: the
+    default voice id (an announcement's ``reference_id`` overrides it); ``language`` (None:
+    left out); ``max_buffer_delay_ms``: sent explicitly, ms. ``options`` (the API key,
+    timeouts, backoff bounds): see :class:`~edgespeak.providers.connect.ConnectedClient`. Use
+    as ``async with CartesiaClient(...) as client``.
     """
 
     def __init__(
         self,
         url: str,
         *,
-        token: SecretStr | None = None,
         model: str = cp.DEFAULT_MODEL,
         voice: str | None = None,
         language: str | None = None,
         sample_rate: int = 22050,
         version: str = cp.API_VERSION,
         max_buffer_delay_ms: int = 0,
-        connect_timeout_s: float = 5.0,
-        first_audio_timeout_s: float = 10.0,
-        heartbeat_s: float = 20.0,
-        reconnect_max_s: float = 30.0,
-        reconnect_first_s: float = 0.5,
+        **options: Unpack[ConnectionOptions],
     ) -> None:
-        self.url = url
-        self._token = token
+        super().__init__(url, self._hold, log, **options)
         self._model = model
         self._voice = voice
         self._language = language
         self._sample_rate = sample_rate
         self._version = version
         self._max_buffer_delay_ms = max_buffer_delay_ms
-        self._first_audio_timeout_s = first_audio_timeout_s
-        self._connector = Connector(
-            url,
-            self._hold,
-            timeout_s=connect_timeout_s,
-            heartbeat_s=heartbeat_s,
-            first_s=reconnect_first_s,
-            max_s=reconnect_max_s,
-            log=log,
-        )
         self._socket: _Socket | None = None
         self._lock = asyncio.Lock()
 
@@ -207,14 +224,13 @@ class CartesiaClient(ConnectedClient):
 
     async def _open_socket(self) -> _Socket:
         """The open socket (waiting for a handshake under way), or a new one now. Raises
-        the standing refusal or the handshake's TtsError (see :class:`Connector`)."""
+        the standing refusal or the handshake's TtsError (see
+        :class:`~edgespeak.providers.connect.Connector`)."""
         async with self._lock:
             if self._socket is not None and self._socket.alive:
                 return self._socket
             self._connector.check()
-            headers = {"Cartesia-Version": self._version}
-            if self._token is not None:
-                headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+            headers = {"Cartesia-Version": self._version} | self._auth()
             # The failure count settles once a socket lives STABLE_S (_hold), so sockets
             # that keep dying young back off further each time.
             ws = await self._connector.open(headers, settle=False)
@@ -245,7 +261,7 @@ class CartesiaClient(ConnectedClient):
             for transcript, more in ((text, True), ("", False))
         ]
 
-    async def stream(self, text: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    def stream(self, text: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
         """One context: yield bytes of s16le mono PCM at the configured rate as they arrive.
 
         ``request``: only its ``reference_id`` (the announcement's voice) is used; None
@@ -254,72 +270,21 @@ class CartesiaClient(ConnectedClient):
         standing: see :mod:`~edgespeak.providers.connect`; no voice configured), TtsProtocolError
         (an ``error`` frame, with its status and message; bad base64). A socket that closes
         before any audio is retried once on a fresh one. Stopping early sends ``cancel`` for
-        the context; the socket stays open.
+        the context; the socket stays open. The session loop is
+        :func:`~edgespeak.providers.session.stream_session`'s.
         """
-        voice = request.get("reference_id") or self._voice
+        return stream_session(
+            functools.partial(self._open_context, text, request.get("reference_id")),
+            first_audio_timeout_s=self._first_audio_timeout_s,
+            log=log,
+        )
+
+    async def _open_context(self, text: str, voice: str | None) -> _Context:
+        """A context for ``text`` in ``voice`` (None: the client's) on the open socket."""
+        voice = voice or self._voice
         if not voice:
             raise TtsRejected("no Cartesia voice: set [tts] reference_id to a voice id")
-        for attempt in (1, 2):
-            sock = await self._open_socket()
-            self.prewarm()  # someone reconnects when this socket closes
-            ctx = sock.open_context()
-            got_audio = False
-            try:
-                for frame in self._inputs(ctx.id, text, voice):
-                    await sock.ws.send_str(frame)
-                async for chunk in self._receive(ctx, sock):
-                    got_audio = True
-                    yield chunk
-            except _StaleSocket:
-                if attempt == 2:
-                    raise TtsUnavailable("connection closed before any audio arrived") from None
-                log.debug("the socket closed before any audio; retrying on a fresh one")
-                continue
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                if got_audio or attempt == 2:
-                    raise TtsUnavailable(f"connection lost: {exc}") from None
-                continue
-            finally:
-                del sock.contexts[ctx.id]  # from now on its frames are dropped
-                if not ctx.ended and sock.alive:  # abandoned: stop generating it
-                    with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-                        await sock.ws.send_str(cp.encode(cp.cancel(ctx.id)))
-            return
-
-    async def _receive(self, ctx: _Context, sock: _Socket) -> AsyncIterator[bytes]:
-        got_audio = False
-        timeout: float = self._first_audio_timeout_s
-        while True:
-            try:
-                item = await asyncio.wait_for(ctx.inbox.get(), timeout)
-            except TimeoutError:
-                if got_audio:
-                    raise TtsUnavailable(
-                        f"the stream stalled: nothing for {STALL_TIMEOUT_S:g} s"
-                    ) from None
-                raise TtsUnavailable(
-                    f"no audio within {self._first_audio_timeout_s:g} s of the request"
-                ) from None
-            if not isinstance(item, cp.Response):
-                if not got_audio:
-                    raise _StaleSocket
-                raise TtsUnavailable(f"connection closed (code {sock.close_code}) before 'done'")
-            match item.type:
-                case "chunk":
-                    audio = cp.chunk_audio(item)
-                    if audio:
-                        got_audio, timeout = True, STALL_TIMEOUT_S
-                        yield audio
-                case "done":
-                    ctx.ended = True
-                    return
-                case "error":
-                    ctx.ended = True
-                    detail = cp.error_detail(item.body)
-                    raise TtsProtocolError(f"provider refused the request: {detail}")
-                case _:  # flush_done, timestamps, and whatever newer API versions add
-                    log.debug("ignoring a %r frame", item.type)
-
-
-class _StaleSocket(Exception):
-    """The socket closed before any audio: safe to retry the context on a fresh socket."""
+        sock = await self._open_socket()
+        self.prewarm()  # someone reconnects when this socket closes
+        context_id = str(uuid.uuid4())
+        return sock.open_context(context_id, self._inputs(context_id, text, voice))

@@ -1,6 +1,6 @@
 """Connecting to a TTS provider: one policy for the Fish and Cartesia clients.
 
-:class:`Connector` opens the provider's WebSocket (shared/protocols.md §1 "Handshake" and §2:
+:class:`Connector` opens the provider's WebSocket (docs/protocols.md §1 and §6:
 401 key, 402 credit, 429 rate or connection limit) and decides what a failure means, so that
 nothing hammers the provider:
 
@@ -8,8 +8,9 @@ nothing hammers the provider:
   configuration, i.e. a restart) and :meth:`Connector.check` raises the refusal for every
   stream at once, without a handshake, so the caller falls back immediately.
 - 402 (out of credit), 429 (rate or concurrency limit) and other 4xx block streams for a
-  jittered, capped, growing backoff (:func:`~edgespeak.base.backoff.backoff_s`; other 4xx at the
-  cap) while the background task retries; :meth:`Connector.check` raises the refusal meanwhile.
+  jittered, capped, growing backoff (:class:`~edgespeak.base.backoff.Backoff`, the broker
+  link's policy too; other 4xx at the cap) while the background task retries;
+  :meth:`Connector.check` raises the refusal meanwhile.
 - Network errors, timeouts, 408 and 5xx are retried in the background with the same backoff,
   and each stream still tries at once (a server that is back is used immediately).
 
@@ -26,14 +27,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Self
+from typing import Self, TypedDict
 
 import aiohttp
+from pydantic import SecretStr
 
-from edgespeak.base.backoff import backoff_s
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import TtsError, TtsRejected, TtsUnavailable
 
-STALL_TIMEOUT_S = 15.0  # seconds without a message once audio flows: the provider hung
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 REFUSALS = {
     401: "the API key was refused (401); fix [tts] api_key and restart edgespeak",
@@ -81,8 +82,7 @@ class Connector:
         self._attempt = attempt
         self._timeout_s = timeout_s
         self._heartbeat_s = heartbeat_s
-        self._max_s = max_s
-        self._first_s = min(first_s, max_s)
+        self._backoff = Backoff(first_s=min(first_s, max_s), max_s=max_s)
         self._refusal: TtsRejected | None = None  # final (401, 403): never connect again
         self._blocked: TtsRejected | None = None  # 402, 429, 4xx: no stream until _retry_at
         self._retry_at = 0.0  # time.monotonic() seconds of the next background attempt
@@ -193,7 +193,7 @@ class Connector:
 
     def failed(self, exc: TtsError, *, reached: bool = False) -> TtsError:
         """Note a failed attempt (returns ``exc``): a final refusal stops every attempt;
-        anything else schedules the next background one after :func:`backoff_s` (402/429
+        anything else schedules the next background one after its :class:`Backoff` (402/429
         growing, other 4xx at the cap), starts the background task, and for refusals blocks
         streams until then. ``reached``: the provider answered (a socket closed too young),
         so it stays marked reachable."""
@@ -210,7 +210,7 @@ class Connector:
             return exc
         self._failures += 1
         failures = self._failures if status is None or status in GROWING else 64
-        delay = backoff_s(failures, first_s=self._first_s, max_s=self._max_s)
+        delay = self._backoff.after(failures)
         self._retry_at = time.monotonic() + delay
         self._blocked = exc if isinstance(exc, TtsRejected) else None
         level = logging.DEBUG
@@ -236,13 +236,61 @@ class Connector:
             await self._http.close()
 
 
-class ConnectedClient:
-    """What a provider client exposes of its :class:`Connector` (``_connector``, set by the
-    subclass), as :class:`~edgespeak.providers.client.TtsClient` wants it. A subclass provides
-    :attr:`warm` and :meth:`_close_sockets`; entering starts connecting in the background,
-    leaving stops that and closes the sockets, then the HTTP session."""
+class ConnectionOptions(TypedDict, total=False):
+    """The keyword options every provider client takes (see :class:`ConnectedClient`)."""
 
-    _connector: Connector
+    token: SecretStr | None
+    connect_timeout_s: float
+    first_audio_timeout_s: float
+    heartbeat_s: float
+    reconnect_max_s: float
+    reconnect_first_s: float
+
+
+class ConnectedClient:
+    """A provider client at ``url`` and what it exposes of its :class:`Connector`, as
+    :class:`~edgespeak.providers.client.TtsClient` wants it.
+
+    ``attempt``: the client's background step (see :class:`Connector`); ``log``: its logger.
+    ``token``: the API key, sent as ``Authorization: Bearer`` (:meth:`_auth`; never logged).
+    Seconds: ``connect_timeout_s`` for a handshake, ``first_audio_timeout_s`` from a request
+    to its first audio, ``heartbeat_s`` between WebSocket pings; ``reconnect_first_s`` and
+    ``reconnect_max_s`` bound the backoff between failed connection attempts. A subclass
+    provides :attr:`warm` and :meth:`_close_sockets`; entering starts connecting in the
+    background, leaving stops that and closes the sockets, then the HTTP session.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        attempt: Callable[[], Awaitable[bool]],
+        log: logging.Logger,
+        *,
+        token: SecretStr | None = None,
+        connect_timeout_s: float = 5.0,
+        first_audio_timeout_s: float = 10.0,
+        heartbeat_s: float = 20.0,
+        reconnect_max_s: float = 30.0,
+        reconnect_first_s: float = 0.5,
+    ) -> None:
+        self.url = url
+        self._token = token
+        self._first_audio_timeout_s = first_audio_timeout_s
+        self._connector = Connector(
+            url,
+            attempt,
+            timeout_s=connect_timeout_s,
+            heartbeat_s=heartbeat_s,
+            first_s=reconnect_first_s,
+            max_s=reconnect_max_s,
+            log=log,
+        )
+
+    def _auth(self) -> dict[str, str]:
+        """The handshake's ``Authorization`` header, if there is a token."""
+        if self._token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
 
     @property
     def warm(self) -> bool:

@@ -1,6 +1,6 @@
 """Fish Audio live protocol client with a warm, persistent WebSocket (aiohttp).
 
-Protocol facts from shared/protocols.md §1. The connection is opened at :meth:`start` and kept
+Protocol facts from docs/protocols.md §1. The connection is opened at :meth:`start` and kept
 alive with WebSocket pings. After a session's ``finish`` the socket is reused if the server kept
 it open; if the server closed it (the documented cloud behaviour) a new one is opened at once,
 so the next announcement does not wait for a handshake. There is no cancel event: abandoning a
@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Unpack
 
 import aiohttp
-from pydantic import SecretStr
 
-from edgespeak.base.errors import TtsProtocolError, TtsUnavailable
-from edgespeak.providers.connect import STALL_TIMEOUT_S, ConnectedClient, Connector
+from edgespeak.base.errors import TtsProtocolError
+from edgespeak.providers.connect import ConnectedClient, ConnectionOptions
+from edgespeak.providers.session import CLOSED, stream_session
 from edgespeak.wire import fish as fp
 
 log = logging.getLogger(__name__)
 
-_CLOSED = object()  # reader → session: the socket is gone
 MAX_DETAIL_CHARS = 300  # of a finish error's extra keys, in the exception message
 
 
@@ -56,7 +56,7 @@ class _Connection:
                 else:
                     log.debug("ignoring non-binary frame of type %s", msg.type)
         finally:
-            await self.inbox.put(_CLOSED)
+            await self.inbox.put(CLOSED)
             self._on_close(self)
 
     async def close(self) -> None:
@@ -69,36 +69,16 @@ class _Connection:
 class FishLiveClient(ConnectedClient):
     """Streams text to ``url`` (``ws[s]://…/v1/tts/live``) and yields the audio bytes back.
 
-    ``token``: bearer API key (never logged). ``model``: the ``model`` handshake header.
-    Timeouts are in seconds; ``reconnect_first_s``/``reconnect_max_s`` bound the backoff
-    between failed connection attempts. Use as ``async with FishLiveClient(...) as client``.
+    ``model``: the ``model`` handshake header; ``options`` (the API key, timeouts, backoff
+    bounds): see :class:`~edgespeak.providers.connect.ConnectedClient`. Use as
+    ``async with FishLiveClient(...) as client``.
     """
 
     def __init__(
-        self,
-        url: str,
-        *,
-        token: SecretStr | None = None,
-        model: str = "s1",
-        connect_timeout_s: float = 5.0,
-        first_audio_timeout_s: float = 10.0,
-        heartbeat_s: float = 20.0,
-        reconnect_max_s: float = 30.0,
-        reconnect_first_s: float = 0.5,
+        self, url: str, *, model: str = "s1", **options: Unpack[ConnectionOptions]
     ) -> None:
-        self.url = url
-        self._token = token
+        super().__init__(url, self._warm_once, log, **options)
         self._model = model
-        self._first_audio_timeout_s = first_audio_timeout_s
-        self._connector = Connector(
-            url,
-            self._warm_once,
-            timeout_s=connect_timeout_s,
-            heartbeat_s=heartbeat_s,
-            first_s=reconnect_first_s,
-            max_s=reconnect_max_s,
-            log=log,
-        )
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
         self._sessions = 0  # sessions running now
@@ -123,10 +103,7 @@ class FishLiveClient(ConnectedClient):
         return False
 
     async def _connect(self) -> _Connection:
-        headers = {"model": self._model}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        ws = await self._connector.open(headers)
+        ws = await self._connector.open({"model": self._model} | self._auth())
         return _Connection(ws, self._closed_while_idle)
 
     def _closed_while_idle(self, conn: _Connection) -> None:
@@ -145,7 +122,7 @@ class FishLiveClient(ConnectedClient):
                 await conn.close()
             return await self._connect()
 
-    async def stream(self, text: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
+    def stream(self, text: str, request: dict[str, Any]) -> AsyncIterator[bytes]:
         """One session: yield the audio bytes (wire format of ``request["format"]``).
 
         Sends ``start``, the first sentence, ``flush``, the rest, ``stop``; ends at ``finish``.
@@ -153,89 +130,86 @@ class FishLiveClient(ConnectedClient):
         TtsRejected (a refused handshake, now or standing: see :mod:`~edgespeak.providers.connect`),
         TtsProtocolError (``finish`` with ``error``, its detail in the message; undecodable
         frames). If the consumer stops early the socket is closed (no cancel event
-        exists) and a new one is pre-warmed.
+        exists) and a new one is pre-warmed. The session loop is
+        :func:`~edgespeak.providers.session.stream_session`'s.
         """
         first, rest = fp.split_first_sentence(text)
         frames = [fp.start(request), fp.text(first), fp.flush()]
         frames += [fp.text(rest)] if rest else []
         frames.append(fp.stop())
-        for attempt in (1, 2):
-            self._sessions += 1
-            try:
-                conn = await self._take()
-            except BaseException:
-                self._sessions -= 1
-                raise
-            got_audio = False
-            finished = False
-            try:
-                for frame in frames:
-                    await conn.ws.send_bytes(frame)
-                async for chunk in self._receive(conn):
-                    got_audio = True
-                    yield chunk
-                finished = True
-            except _StaleConnection:
-                if attempt == 2:
-                    raise TtsUnavailable("connection closed before any audio arrived") from None
-                log.debug("warm connection was closed by the server; retrying on a fresh one")
-                continue
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                if got_audio or attempt == 2:
-                    raise TtsUnavailable(f"the TTS provider connection was lost: {exc}") from None
-                continue
-            finally:
-                self._sessions -= 1
-                if finished and conn.alive and not self.warm:
-                    self._conn = conn  # the server kept it open: reuse it next time
-                else:
-                    await conn.close()
-                    self.prewarm()
-            return
+        return stream_session(
+            functools.partial(self._open_session, frames),
+            first_audio_timeout_s=self._first_audio_timeout_s,
+            log=log,
+        )
 
-    async def _receive(self, conn: _Connection) -> AsyncIterator[bytes]:
-        got_audio = False
-        timeout: float | None = self._first_audio_timeout_s
-        while True:
-            try:
-                item = await asyncio.wait_for(conn.inbox.get(), timeout)
-            except TimeoutError:
-                if got_audio:
-                    raise TtsUnavailable(
-                        f"the stream stalled: nothing for {STALL_TIMEOUT_S:g} s"
-                    ) from None
-                raise TtsUnavailable(
-                    f"no audio within {self._first_audio_timeout_s:g} s of the request"
-                ) from None
-            if item is _CLOSED:
-                if not got_audio:
-                    raise _StaleConnection
-                raise TtsUnavailable(
-                    "the TTS provider's connection closed before 'finish': speech cut short"
-                )
-            assert isinstance(item, bytes)
-            msg = fp.decode(item)
-            if msg.event == "audio":
-                chunk = msg.body.get("audio")
-                if not isinstance(chunk, bytes):
-                    raise TtsProtocolError("'audio' event without binary 'audio'")
-                if chunk:
-                    got_audio, timeout = True, STALL_TIMEOUT_S
-                    yield chunk
-            elif msg.event == "finish":
-                if msg.body.get("reason") == "stop":
-                    return
-                detail = _error_detail(msg.body)
-                log.warning("provider ended the session with an error: %s", detail)
-                raise TtsProtocolError(f"provider ended the session with an error: {detail}")
-            elif msg.event == "log":
-                log.debug("provider log: %s", msg.body.get("message"))
-            else:
-                log.debug("ignoring unknown event %r", msg.event)
+    async def _open_session(self, frames: list[bytes]) -> _Session:
+        self._sessions += 1
+        try:
+            conn = await self._take()
+        except BaseException:
+            self._sessions -= 1
+            raise
+        return _Session(conn, frames, self._release)
+
+    async def _release(self, conn: _Connection, finished: bool) -> None:
+        """A session on ``conn`` ended (``finished``: with reason ``stop``)."""
+        self._sessions -= 1
+        if finished and conn.alive and not self.warm:
+            self._conn = conn  # the server kept it open: reuse it next time
+        else:
+            await conn.close()
+            self.prewarm()
 
 
-class _StaleConnection(Exception):
-    """The socket closed before any audio: safe to retry the session on a fresh connection."""
+class _Session:
+    """One session on a connection of its own: ``frames`` out; ``audio``, ``log`` and
+    ``finish`` events in (a :class:`~edgespeak.providers.session.Session`). Its end hands the
+    connection to ``release`` with whether the session finished."""
+
+    def __init__(
+        self,
+        conn: _Connection,
+        frames: list[bytes],
+        release: Callable[[_Connection, bool], Awaitable[None]],
+    ) -> None:
+        self._conn, self._frames, self._release = conn, frames, release
+        self.finished = False  # the server ended it with reason "stop"
+
+    @property
+    def inbox(self) -> asyncio.Queue[object]:
+        return self._conn.inbox
+
+    async def send(self) -> None:
+        for frame in self._frames:
+            await self._conn.ws.send_bytes(frame)
+
+    def audio(self, message: object) -> bytes | None:
+        assert isinstance(message, bytes)
+        msg = fp.decode(message)
+        if msg.event == "audio":
+            chunk = msg.body.get("audio")
+            if not isinstance(chunk, bytes):
+                raise TtsProtocolError("'audio' event without binary 'audio'")
+            return chunk
+        if msg.event == "finish":
+            if msg.body.get("reason") == "stop":
+                self.finished = True
+                return None
+            detail = _error_detail(msg.body)
+            log.warning("provider ended the session with an error: %s", detail)
+            raise TtsProtocolError(f"provider ended the session with an error: {detail}")
+        if msg.event == "log":
+            log.debug("provider log: %s", msg.body.get("message"))
+        else:
+            log.debug("ignoring unknown event %r", msg.event)
+        return b""
+
+    def cut_short(self) -> str:
+        return "the TTS provider's connection closed before 'finish': speech cut short"
+
+    async def end(self) -> None:
+        await self._release(self._conn, self.finished)
 
 
 def _error_detail(body: dict[str, Any]) -> str:

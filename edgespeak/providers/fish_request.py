@@ -1,6 +1,6 @@
 """The Fish TTSRequest one phrase is spoken with, and the part of it that names its audio.
 
-:func:`tts_request` fills every TTSRequest field (shared/protocols.md §1 table) from ``[tts]``,
+:func:`tts_request` fills every TTSRequest field (docs/protocols.md §2) from ``[tts]``,
 with the per-announcement choices of :class:`Overrides` on top. :func:`audio_identity` reduces
 a request to what shapes the audio, for the phrase-cache key: reference audio becomes its
 sha256, ``opus_bitrate`` becomes bits/s whichever convention was used, bitrates of other
@@ -10,6 +10,7 @@ formats and the text (keyed on its own) are left out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,13 @@ def tts_request(tts: TtsConfig, overrides: Overrides | None = None) -> dict[str,
     return request
 
 
+@functools.lru_cache(maxsize=16)
+def _sha256(audio: bytes) -> str:
+    """The hex sha256 of reference audio, computed once per loaded file: the same bytes
+    objects (read at config load, up to 10 MiB) come with every announcement."""
+    return hashlib.sha256(audio).hexdigest()
+
+
 def audio_identity(request: dict[str, Any]) -> tuple[dict[str, float] | None, dict[str, Any]]:
     """``(prosody, options)`` of ``request`` for :func:`edgespeak.sources.cache.cache_key`: what
     changes the audio besides model, voice, format, sample rate and text. ``prosody`` is None
@@ -79,7 +87,7 @@ def audio_identity(request: dict[str, Any]) -> tuple[dict[str, float] | None, di
             prosody = None
     options = {k: v for k, v in request.items() if k not in _KEYED_APART}
     options["references"] = [
-        {"sha256": hashlib.sha256(ref["audio"]).hexdigest(), "text": ref["text"]}
+        {"sha256": _sha256(ref["audio"]), "text": ref["text"]}
         for ref in request.get("references") or []
     ]
     fmt = request.get("format")
@@ -94,7 +102,7 @@ def audio_identity(request: dict[str, Any]) -> tuple[dict[str, float] | None, di
 def provider_request(
     settings: Settings, voice: str | None, overrides: Overrides | None = None
 ) -> dict[str, Any]:
-    """The Fish TTSRequest for one announcement (shared/protocols.md §1): ``[tts]``, then
+    """The Fish TTSRequest for one announcement (docs/protocols.md §2): ``[tts]``, then
     ``overrides``, then ``voice`` (a reference_id; None = the override's or ``[tts]``'s)."""
     o = overrides or Overrides()
     return tts_request(settings.tts, dataclasses.replace(o, voice=voice or o.voice))

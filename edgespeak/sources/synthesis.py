@@ -1,7 +1,8 @@
 """Provider synthesis with single flight: one stream per phrase, however many want it.
 
 A :class:`Flight` is one provider session for one cache key, decoded to PCM as it arrives and
-teed into the phrase cache. Everyone who wants that phrase while the flight is under way (two
+teed into the phrase cache on a thread of its own (the audio is handed on first and never waits
+for the disk). Everyone who wants that phrase while the flight is under way (two
 announcements of the same doorbell phrase, an announcement racing the startup pre-warm)
 follows the same flight from its first chunk instead of starting a second session. The cache
 entry is committed only when the provider ended the session with ``finish`` (reason ``stop``)
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edgespeak.audio.formats import make_decoder
@@ -165,45 +167,76 @@ class Synthesizer:
 
 
 class _CacheTee:
-    """Copies a flight's PCM into the phrase cache; a cache failure only stops the copy."""
+    """Copies a flight's PCM into the phrase cache on a thread of its own, so the disk (file
+    creation, writes, fsync, the index lock) never holds up the audio: :meth:`write` queues
+    and returns at once, the thread runs the steps in order. A cache failure only stops the
+    copy (logged at WARNING)."""
 
     def __init__(self, cache: PhraseCache | None, key: str, text: str, voice: str | None):
         self._cache = cache
         self._key = key
         self._text = text
         self._voice = voice
-        self._writer: CacheWriter | None = None
+        self._thread: ThreadPoolExecutor | None = None  # created with the first write
+        self._writer: CacheWriter | None = None  # used on that thread only
         self._failed = False
 
     def write(self, pcm: bytes, rate_hz: int) -> None:
+        """Queue ``pcm`` (s16le mono at ``rate_hz`` Hz) for the cache; returns at once."""
         if self._failed or self._cache is None:
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"cache-{self._key[:8]}")
+        self._thread.submit(self._write, self._cache, pcm, rate_hz)
+
+    def _write(self, cache: PhraseCache, pcm: bytes, rate_hz: int) -> None:
+        if self._failed:
             return
         try:
             if self._writer is None:
-                self._writer = self._cache.writer(
-                    self._key, rate_hz, text=self._text, voice=self._voice
-                )
+                self._writer = cache.writer(self._key, rate_hz, text=self._text, voice=self._voice)
                 if self._writer is None:
                     self._failed = True
                     return
             self._writer.write(pcm)
         except OSError as exc:
             log.warning("phrase cache write failed, not caching this phrase: %s", exc)
-            self.discard()
+            self._drop()
+        except Exception:
+            log.exception("phrase cache write failed, not caching this phrase")
+            self._drop()
 
     async def commit(self) -> None:
-        """Store the entry, in a thread (it fsyncs and may wait for the index lock); the
-        stream did finish, so a cancellation meanwhile does not stop the commit."""
+        """Store the entry once the queued writes are done (it fsyncs and may wait for the
+        index lock); the stream did finish, so a cancellation meanwhile does not stop it."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        try:
+            await asyncio.shield(asyncio.wrap_future(thread.submit(self._commit)))
+        finally:
+            thread.shutdown(wait=False)
+
+    def _commit(self) -> None:
         writer, self._writer = self._writer, None
         if writer is None or self._failed:
             return
         try:
-            await asyncio.shield(asyncio.to_thread(writer.commit))
+            writer.commit()
         except OSError as exc:
             log.warning("phrase cache commit failed: %s", exc)
 
     def discard(self) -> None:
+        """Drop what was copied (on the cache thread, after the writes queued before);
+        returns at once."""
         self._failed = True
-        if self._writer is not None:
-            self._writer.discard()
-            self._writer = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.submit(self._drop)
+            thread.shutdown(wait=False)
+
+    def _drop(self) -> None:
+        self._failed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.discard()

@@ -24,9 +24,9 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_never,
-    wait_random_exponential,
 )
 
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import CacheError, EdgespeakError, TtsUnavailable
 from edgespeak.config import Phrase, Settings
 from edgespeak.providers.client import TtsClient
@@ -71,9 +71,10 @@ class PhraseWarmer:
         self.phrases = settings.cache.phrases if phrases is None else phrases
         self._keys = {p: phrase_key(settings, endpoint, p.text, p.voice) for p in self.phrases}
 
-    def pin(self) -> None:
-        """Pin exactly the configured phrases (earlier pins become evictable)."""
-        self._cache.set_pinned(set(self._keys.values()))
+    async def pin(self) -> None:
+        """Pin exactly the configured phrases (earlier pins become evictable), in a thread: the
+        index may wait for another process's write."""
+        await asyncio.to_thread(self._cache.set_pinned, set(self._keys.values()))
 
     async def warm_once(
         self, progress: Callable[[WarmResult], None] | None = None
@@ -108,7 +109,8 @@ class PhraseWarmer:
 
     async def _warm(self, phrase: Phrase, key: str) -> WarmResult:
         rendered = self._fallback is not None and key in self._fallback.rendered
-        if self._cache.has(key):
+        # The index in a thread: it may wait for another process's write (busy timeout).
+        if await asyncio.to_thread(self._cache.has, key):
             problem = await asyncio.to_thread(self._cache.verify, key)
             if problem is None and not rendered:
                 return WarmResult(phrase, "cached")
@@ -132,7 +134,7 @@ class PhraseWarmer:
                 pass
         except EdgespeakError as exc:
             return await self._render(phrase, key, exc)
-        if self._cache.has(key):
+        if await asyncio.to_thread(self._cache.has, key):
             return WarmResult(phrase, "stored")
         why = "is disabled" if not self._cache.usable else "did not store it"
         return WarmResult(phrase, "failed", CacheError(f"synthesised, but the phrase cache {why}"))
@@ -144,8 +146,10 @@ class PhraseWarmer:
         if piper is None or not self._cache.usable:
             return WarmResult(phrase, "failed", error)
         log.info("rendering pinned phrase %r with Piper voice %s", phrase.text, piper.voice)
-        try:
-            writer = self._cache.writer(key, piper.rate_hz, text=phrase.text, voice=piper.voice)
+        try:  # in threads, as the index may wait for another process's write
+            writer = await asyncio.to_thread(
+                self._cache.writer, key, piper.rate_hz, text=phrase.text, voice=piper.voice
+            )
         except OSError as exc:
             log.warning("phrase cache write failed, not caching %r: %s", phrase.text, exc)
             writer = None
@@ -153,7 +157,7 @@ class PhraseWarmer:
             return WarmResult(phrase, "failed", error)
         try:
             async for pcm in self._fallback_speech(phrase.text):
-                writer.write(pcm)
+                await asyncio.to_thread(writer.write, pcm)
             stored = await asyncio.to_thread(writer.commit)
         except (EdgespeakError, OSError) as exc:
             writer.discard()
@@ -179,8 +183,8 @@ class PhraseWarmer:
         outage ends; an unreachable provider is retried with backoff. Never raises.
         """
         self._tts = tts
-        self.pin()
-        backoff = wait_random_exponential(multiplier=0.5, max=self._settings.mqtt.reconnect_max_s)
+        await self.pin()
+        backoff = Backoff(max_s=self._settings.tts.reconnect_max_s)
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(TtsUnavailable), wait=backoff, stop=stop_never

@@ -24,18 +24,18 @@ from dataclasses import dataclass
 
 import aiomqtt
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
-from tenacity import wait_random_exponential as backoff
 
+from edgespeak.base.backoff import Backoff
 from edgespeak.base.events import Event
 from edgespeak.config import Settings
 from edgespeak.inlets.mqtt.connect import (
     ProtocolChoice,
-    Topics,
     connected,
     describe_failure,
     message_expiry_s,
     protocol_name,
 )
+from edgespeak.inlets.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 OUTBOX_MESSAGES = 1000  # at least; see outbox_capacity
@@ -90,7 +90,7 @@ class MqttLink:
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
-        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+        self.topics = Topics.from_settings(settings)
         self._routes = routes
         self._on_connected = on_connected
         self._client: aiomqtt.Client | None = None
@@ -137,8 +137,9 @@ class MqttLink:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (cancel to stop). Every failure to connect
-        (unreachable, refused login, TLS) is retried with jittered backoff capped at
-        ``[mqtt] reconnect_max_s`` seconds; the backoff starts afresh after a connection.
+        (unreachable, refused login, TLS) is retried with the jittered :class:`Backoff` (from
+        0.5 s) capped at ``[mqtt] reconnect_max_s`` seconds; the backoff starts afresh after a
+        connection.
 
         Raises ConfigError if the password file became unreadable since the config was loaded.
         """
@@ -146,7 +147,7 @@ class MqttLink:
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(aiomqtt.MqttError),
-                wait=backoff(multiplier=0.5, max=cap_s),
+                wait=Backoff(first_s=0.5, max_s=cap_s),
                 before_sleep=self._log_retry,
             ):
                 with attempt:

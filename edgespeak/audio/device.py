@@ -1,0 +1,196 @@
+"""The ALSA device: one pyalsaaudio playback PCM (s16le mono) at one sample rate, and a mixer.
+
+:class:`PcmDevice` opens the PCM at a rate with the sink's period and buffer, reopens it when the
+rate changes, writes a period at a time, recovers underruns, and drains, drops or closes it. It
+is used by the writer thread only. Every call into the PCM goes through one path that records
+when the call began, so :meth:`PcmDevice.stalled_s` (read from any thread: the daemon's watchdog
+check) sees a writer stuck in any of them: open, write, the pre-roll after an underrun, drain,
+drop, close. (pyalsaaudio 0.11 keeps the GIL through ``snd_pcm_open``, ``snd_pcm_drop`` and
+``snd_pcm_close``, seen with a drop blocked on a full FIFO: a device stuck there freezes the
+event loop as well, which stops the watchdog pings the other way.)
+
+:class:`Mixer` is the optional ALSA simple mixer control the sink volume is set on instead of
+scaling samples.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import alsaaudio
+
+from edgespeak.base.pcm import FRAME_BYTES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class PcmDevice:
+    """The playback PCM ``name`` (an ALSA PCM name, e.g. ``"default"``, ``"hw:1"``).
+
+    ``period_ms``: the ALSA period (ms); ``periods``: periods in the ALSA buffer (at least 2).
+    Closed until :meth:`open`. ALSA errors are raised as ``alsaaudio.ALSAAudioError``.
+    """
+
+    def __init__(self, name: str, period_ms: float, periods: int) -> None:
+        self.name = name
+        self._period_ms = period_ms
+        self._periods = periods
+        self._pcm: alsaaudio.PCM | None = None
+        self.rate_hz = 0  # the open PCM's sample rate (Hz), 0 when closed
+        self.period_frames = 0  # as granted by ALSA
+        self.buffer_frames = 0
+        self.underruns = 0  # all underruns met, each recovered
+        self._blocked_since: float | None = None  # monotonic s the current PCM call began
+
+    @property
+    def is_open(self) -> bool:
+        return self._pcm is not None
+
+    def stalled_s(self) -> float:
+        """Seconds spent so far inside the current call into the PCM (0.0 when not in one).
+
+        A healthy write returns within a period; a wedged driver or a device that stopped
+        consuming keeps growing this. Thread-safe (one attribute read)."""
+        since = self._blocked_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    def _call(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)``, a call into the PCM that may block: the one recorded path."""
+        self._blocked_since = time.monotonic()
+        try:
+            return fn(*args)
+        finally:
+            self._blocked_since = None
+
+    def _require(self) -> alsaaudio.PCM:
+        if self._pcm is None:
+            raise alsaaudio.ALSAAudioError("device is not open")
+        return self._pcm
+
+    def open(self, rate_hz: int) -> None:
+        """Open the PCM at ``rate_hz`` Hz; kept as it is when already open at that rate,
+        closed and reopened at another. Raises alsaaudio.ALSAAudioError."""
+        if self._pcm is not None and self.rate_hz == rate_hz:
+            return
+        self.close()
+        period = max(32, round(rate_hz * self._period_ms / 1000))
+        pcm = self._call(
+            functools.partial(
+                alsaaudio.PCM,
+                alsaaudio.PCM_PLAYBACK,
+                device=self.name,
+                channels=1,
+                rate=rate_hz,
+                format=alsaaudio.PCM_FORMAT_S16_LE,
+                periodsize=period,
+                periods=self._periods,
+            )
+        )
+        self._pcm = pcm
+        info = pcm.info()
+        self.rate_hz = rate_hz
+        self.period_frames = int(info.get("period_size", period))
+        self.buffer_frames = int(info.get("buffer_size", period * self._periods))
+        log.debug(
+            "opened ALSA %r at %d Hz, period %d frames, buffer %d frames",
+            self.name,
+            rate_hz,
+            self.period_frames,
+            self.buffer_frames,
+        )
+
+    def write(self, piece: bytes | memoryview) -> int:
+        """Hand ``piece`` (bytes of s16le mono PCM, whole frames, at most one period) to ALSA,
+        blocking while the buffer is full. Returns the frames taken, 0 when nothing was: the
+        call was interrupted, or the PCM underran (counted in :attr:`underruns`, logged, and
+        recovered by :meth:`_preroll`); write the rest again.
+
+        pyalsaaudio 0.11 returns ``-EPIPE`` having already prepared the PCM again.
+        Raises alsaaudio.ALSAAudioError (also when the PCM is not open)."""
+        pcm = self._require()
+        written = int(self._call(pcm.write, piece))
+        if written == -errno.EPIPE:
+            self.underruns += 1
+            log.warning("ALSA underrun on %r (%d so far)", self.name, self.underruns)
+            self._preroll()
+        return max(written, 0)
+
+    def _preroll(self) -> None:
+        """After an underrun: restart the device on ``buffer - period`` frames of silence.
+
+        The PCM restarts on the first frames written after the xrun (alsa-lib's default start
+        threshold; pyalsaaudio 0.11 cannot change it), so a source delivering just in time
+        would restart it on one period and underrun again every period — measured: one 1 s
+        stall became 275 underruns. The silence refills the buffer: one gap of ``buffer_ms``,
+        then the slack is back. Raises alsaaudio.ALSAAudioError.
+        """
+        pcm = self._require()
+        silence = bytes(self.period_frames * FRAME_BYTES)
+        left = self.buffer_frames - self.period_frames
+        while left > 0:
+            piece = silence[: min(left, self.period_frames) * FRAME_BYTES]
+            written = int(self._call(pcm.write, piece))
+            if written > 0:
+                left -= written
+
+    def drain(self) -> None:
+        """Block until everything written has been played; the PCM stops (stays open).
+        Raises alsaaudio.ALSAAudioError."""
+        pcm = self._require()
+        self._call(pcm.drain)
+
+    def drop(self) -> None:
+        """Stop at once, discarding what is buffered (may click; stays open).
+        Raises alsaaudio.ALSAAudioError."""
+        pcm = self._require()
+        self._call(pcm.drop)
+
+    def close(self) -> None:
+        """Close the PCM if open (alsa-lib drains it first). Never raises: an error closing is
+        logged at DEBUG, the handle is gone either way."""
+        if self._pcm is None:
+            return
+        pcm, self._pcm, self.rate_hz = self._pcm, None, 0
+        try:
+            self._call(pcm.close)
+        except alsaaudio.ALSAAudioError as exc:
+            log.debug("closing ALSA device failed: %s", exc)
+
+
+class Mixer:
+    """The ALSA simple mixer control ``control`` (e.g. ``"PCM"``, ``"Master"``) on the mixer
+    device ``device``, or none (``control`` None). When the control is missing or fails, a
+    warning is logged and it is gone for good: the caller scales samples instead."""
+
+    def __init__(self, control: str | None, device: str) -> None:
+        self._mixer: alsaaudio.Mixer | None = None
+        if control is None:
+            return
+        try:
+            self._mixer = alsaaudio.Mixer(control, device=device)
+        except alsaaudio.ALSAAudioError as exc:
+            log.warning(
+                "ALSA mixer control %r on %r is not available (%s); using software volume",
+                control,
+                device,
+                exc,
+            )
+
+    def set(self, volume: float) -> bool:
+        """Set the control to ``volume`` (0.0-1.0) as its percentage; returns False when there
+        is no control (never was, or this call failed: logged)."""
+        if self._mixer is None:
+            return False
+        try:
+            self._mixer.setvolume(round(volume * 100))
+            return True
+        except alsaaudio.ALSAAudioError as exc:
+            log.warning("ALSA mixer failed (%s); using software volume", exc)
+            self._mixer = None
+            return False

@@ -1,0 +1,339 @@
+"""Playback of utterances on the PCM device: what the writer thread does with each command.
+
+Per utterance (:class:`Utterance`, reported as :class:`Playback`): optional lead-in silence; a
+raised-cosine fade-in over the first ``fade_ms`` and fade-out over the last ``fade_ms`` (the
+last ``fade_ms`` of samples are held back until it is known whether more come); software gain
+(utterance gain times sink volume). Between utterances :class:`Player` keeps the device running
+on silence for ``keep_open_s`` (amplifiers, HDMI and Bluetooth sinks stay awake), then drains
+it; the handle itself stays open.
+
+Preemption: pyalsaaudio cannot rewind the ALSA buffer, and ``snd_pcm_drop`` cuts the sound
+mid-waveform (a click). So an abort with a fade appends a fade-out over the next ``fade_ms`` of
+not-yet-written samples behind what is already buffered: the sound stops within one period
+(checked between period writes) + ``buffer_ms`` + ``fade_ms``.
+
+:class:`Player` runs on the writer thread only; an utterance's futures are settled on its
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import alsaaudio
+
+from edgespeak.audio import dsp
+from edgespeak.audio.device import PcmDevice
+from edgespeak.base.errors import AudioDeviceError
+from edgespeak.base.pcm import FRAME_BYTES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Playback:
+    """What the writer did for one utterance.
+
+    ``first_frame_at``: ``time.monotonic()`` seconds when its first frame (lead-in included)
+    was handed to ALSA. ``frames``: frames of speech written (fades included, lead-in not).
+    ``lead_in_frames``: frames of lead-in silence written. ``rate_hz``: the PCM's sample rate.
+    ``underruns``: ALSA underruns (xruns) met while writing it, each recovered.
+    ``interrupted``: the sink's ``abort`` cut it short.
+    ``gap_frames``: frames of keep-open silence the device played between the previous
+    utterance's last frame and this one's first (its own lead-in not counted), or None when the
+    device had stopped in between (drained, reopened) or nothing played before.
+    """
+
+    rate_hz: int
+    first_frame_at: float | None = None
+    frames: int = 0
+    lead_in_frames: int = 0
+    underruns: int = 0
+    interrupted: bool = False
+    gap_frames: int | None = None
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of speech written (lead-in excluded)."""
+        return self.frames / self.rate_hz
+
+
+class Utterance:
+    """One utterance in the writer: its futures (first frame handed to ALSA, done) and state.
+
+    ``lead_in``, ``fade``: frames at ``rate_hz`` Hz; ``gain``: 0.0-1.0, linear. ``aborted`` is
+    set on the event loop by the sink's ``abort`` and read by the writer thread; every other
+    mutable field belongs to the writer thread.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, rate_hz: int, lead_in: int, fade: int, gain: float
+    ) -> None:
+        self.loop = loop
+        self.playback = Playback(rate_hz)
+        self.first_frame: asyncio.Future[float] = loop.create_future()
+        self.done: asyncio.Future[Playback] = loop.create_future()
+        self.error: AudioDeviceError | None = None
+        self.aborted = False
+        self.fade_on_abort = True
+        self.lead_in = lead_in  # frames
+        self.gain = gain
+        self.fade_in = dsp.fade_in(fade)
+        self.fade_out = dsp.fade_out(fade)
+        # writer thread only
+        self.received = 0  # frames received: the position within the fade-in
+        self.odd = b""  # a trailing half frame received, kept for the next chunk
+        self.held = b""  # the last ``fade`` frames received (gain applied), not yet written
+        self.last = 0  # the last sample value handed to ALSA
+        self.stopped = False  # ended or cut short: nothing more is written
+
+    @property
+    def fade_frames(self) -> int:
+        return len(self.fade_in)
+
+
+class Player:
+    """Plays utterances on ``device`` (writer thread only): begin, data, end, abort, and the
+    keep-open silence between them (``keep_open_s`` seconds, then drained).
+
+    ``volume``: the software sink volume, 0.0-1.0 linear, read for each chunk (set from any
+    thread). ALSA errors fail the utterance being written (``Utterance.error``, an
+    AudioDeviceError) and close the device; nothing here raises them.
+    """
+
+    def __init__(self, device: PcmDevice, keep_open_s: float) -> None:
+        self.device = device
+        self.volume = 1.0
+        self._keep_open_s = keep_open_s
+        self._running = False  # frames were written since the PCM was opened, drained or dropped
+        self._current: Utterance | None = None  # begun, not yet ended or cut short
+        self._ended: Utterance | None = None  # ended; done is settled once it has been played
+        self._since_end = 0  # frames of silence written since _ended ended
+        self._silence_left = 0  # keep-open frames still to write
+        self._silence_run: int | None = None  # silence frames since the last utterance frame
+
+    # ---- commands ------------------------------------------------------------------------
+    def begin(self, utt: Utterance) -> None:
+        """Start ``utt`` (cutting short one begun and never ended): open the device at its
+        rate, write its lead-in."""
+        if (previous := self._current) is not None:  # never ended: cut it short, settle it
+            self._cut(previous, previous.held)
+            self.finish(previous)
+        self._silence_left = 0
+        if self._guard(utt, self._open, utt.playback.rate_hz) is None:
+            return
+        self._current = utt
+        utt.playback.gap_frames = self._silence_run
+        if utt.lead_in:
+            self._guard(utt, self._write, utt, bytes(utt.lead_in * FRAME_BYTES), True)
+
+    def data(self, utt: Utterance, pcm: bytes) -> None:
+        """Write bytes of s16le mono PCM for ``utt``: gain, fade-in, the fade tail held back."""
+        if utt.stopped or utt.error is not None:
+            return
+        if utt.odd or len(pcm) % FRAME_BYTES:
+            pcm = utt.odd + pcm
+            cut = len(pcm) - len(pcm) % FRAME_BYTES
+            pcm, utt.odd = pcm[:cut], pcm[cut:]
+        start = utt.received
+        utt.received += len(pcm) // FRAME_BYTES
+        envelope = utt.fade_in[start : utt.received] if start < utt.fade_frames else None
+        pending = utt.held + dsp.shape(pcm, utt.gain * self.volume, envelope)
+        if utt.aborted:
+            self._cut(utt, pending)
+            return
+        keep = min(len(pending), utt.fade_frames * FRAME_BYTES)
+        out, utt.held = pending[: len(pending) - keep], pending[len(pending) - keep :]
+        written = self._guard(utt, self._write, utt, out)
+        if written is not None and written < len(out):  # abort() came in between periods
+            self._cut(utt, out[written:] + utt.held)
+
+    def end(self, utt: Utterance) -> None:
+        """Finish ``utt``: write its held tail faded out; it is settled once played."""
+        if utt.stopped or utt.error is not None:
+            self.finish(utt)
+            return
+        if utt.aborted:
+            self._cut(utt, utt.held)
+            self.finish(utt)
+            return
+        tail, utt.held = utt.held, b""
+        frames = len(tail) // FRAME_BYTES
+        if frames:
+            tail = dsp.shape(tail, 1.0, utt.fade_out[len(utt.fade_out) - frames :], at_end=True)
+            self._guard(utt, self._write, utt, tail, False, False)
+        self._stopped(utt)
+        if self._running and utt.error is None:
+            self._ended, self._since_end = utt, 0
+        else:
+            self.finish(utt)
+
+    def abort(self, utt: Utterance) -> None:
+        """Cut ``utt`` short (unless already over) and settle it."""
+        if not utt.stopped and utt.error is None:
+            self._cut(utt, utt.held)
+        self.finish(utt)
+
+    # ---- between utterances ----------------------------------------------------------------
+    def keep_open(self) -> bool:
+        """One step of idle work after an utterance: a period of keep-open silence, or, once
+        that is written, drain the device. Returns False when there is nothing to do (an
+        utterance is under way, or the device is stopped)."""
+        if self._current is not None or not self._running:
+            return False
+        if self._silence_left > 0:
+            frames = min(self.device.period_frames, self._silence_left)
+            self._guard(None, self._write, None, bytes(frames * FRAME_BYTES))
+            self._silence_left -= frames
+            if self._silence_run is not None:
+                self._silence_run += frames
+            self._since_end += frames
+            if self._since_end >= self.device.buffer_frames:  # the utterance left the buffer
+                self.settle_ended()
+        else:
+            if self.device.is_open:
+                self._guard(None, self.device.drain)
+            self._halted()
+        return True
+
+    def settle_if_stopped(self) -> None:
+        """The device is not running: an ended utterance has been played, settle it."""
+        if not self._running:
+            self.settle_ended()
+
+    def settle_ended(self) -> None:
+        """Settle the ended utterance, if any (played, or followed by the next without a gap)."""
+        if self._ended is not None:
+            self.finish(self._ended)
+            self._ended = None
+
+    def finish(self, utt: Utterance) -> None:
+        """``utt`` is over: settle its futures on its event loop."""
+        if self._current is utt:
+            self._current = None
+        utt.loop.call_soon_threadsafe(settle, utt)
+
+    def shutdown(self, closed: AudioDeviceError) -> None:
+        """Close the device; an utterance begun and never ended fails with ``closed``."""
+        self._close()
+        if self._current is not None:
+            self._current.error = self._current.error or closed
+            self.finish(self._current)
+
+    # ---- writing ---------------------------------------------------------------------------
+    def _cut(self, utt: Utterance, pending: bytes) -> None:
+        """Cut ``utt`` short: fade out over its next ``fade_frames`` not-yet-written samples
+        (padded by holding the last value), or ``snd_pcm_drop`` without ``fade_on_abort``."""
+        self._stopped(utt)
+        utt.held = b""
+        utt.playback.interrupted = True
+        if utt.error is not None or not self.device.is_open:
+            return
+        if not utt.fade_on_abort:
+            self._guard(utt, self.device.drop)
+            self._halted()
+        elif utt.fade_frames and (pending or utt.last):
+            material = dsp.hold(pending, utt.fade_frames, utt.last)
+            self._guard(utt, self._write, utt, dsp.shape(material, 1.0, utt.fade_out), False, False)
+
+    def _stopped(self, utt: Utterance) -> None:
+        """``utt`` is over for the writer: start the keep-open countdown."""
+        utt.stopped = True
+        if self._current is utt:
+            self._current = None
+        self._silence_left = round(self._keep_open_s * self.device.rate_hz)
+
+    def _write(
+        self, utt: Utterance | None, data: bytes, lead_in: bool = False, abortable: bool = True
+    ) -> int:
+        """Hand ``data`` to ALSA a period at a time; returns the bytes written, fewer when
+        ``abortable`` and ``utt`` got aborted in between. After an underrun (recovered by the
+        device) the same frames are written again. Raises alsaaudio.ALSAAudioError."""
+        if not self.device.is_open:
+            raise alsaaudio.ALSAAudioError("device is not open")
+        view = memoryview(data)
+        step = self.device.period_frames * FRAME_BYTES
+        done = 0
+        while done < len(view):
+            if abortable and utt is not None and utt.aborted:
+                break
+            piece = view[done : done + step]
+            if utt is not None and utt.playback.first_frame_at is None:
+                now = time.monotonic()
+                utt.playback.first_frame_at = now
+                utt.loop.call_soon_threadsafe(resolve, utt.first_frame, now)
+            underruns = self.device.underruns
+            try:
+                written = self.device.write(piece)
+            finally:  # an underrun counts for the utterance even when its recovery fails
+                if utt is not None:
+                    utt.playback.underruns += self.device.underruns - underruns
+            if written == 0:  # interrupted or underran: nothing taken, try again
+                continue
+            self._running = True
+            done += written * FRAME_BYTES
+            if utt is not None:
+                self._silence_run = 0
+                if lead_in:
+                    utt.playback.lead_in_frames += written
+                else:
+                    utt.playback.frames += written
+                utt.last = dsp.last_sample(piece[: written * FRAME_BYTES])
+        return done
+
+    def _open(self, rate_hz: int) -> bool:
+        """The device open at ``rate_hz``: kept when it is, else (re)opened, and then it has
+        stopped in between (:meth:`_halted`). Raises alsaaudio.ALSAAudioError."""
+        if not (self.device.is_open and self.device.rate_hz == rate_hz):
+            self._close()
+            self.device.open(rate_hz)
+        return True
+
+    def _guard(self, utt: Utterance | None, fn: Callable[..., T], *args: object) -> T | None:
+        """``fn(*args)``; an ALSA error fails ``utt`` (if any), closes the PCM, returns None."""
+        try:
+            return fn(*args)
+        except alsaaudio.ALSAAudioError as exc:
+            log.error("ALSA device %r failed: %s", self.device.name, exc)
+            if utt is not None:
+                utt.error = AudioDeviceError(f"ALSA device {self.device.name!r}: {exc}")
+            self._close()
+            return None
+
+    def _halted(self) -> None:
+        """The PCM stopped (drained, dropped or closed): what it played is over."""
+        self._running = False
+        self._silence_left = 0
+        self._silence_run = None
+        self.settle_ended()
+
+    def _close(self) -> None:
+        self.device.close()
+        self._halted()
+
+
+def resolve(fut: asyncio.Future[T], value: T) -> None:
+    """Set ``fut``'s result unless it is done already (on its event loop)."""
+    if not fut.done():
+        fut.set_result(value)
+
+
+def settle(utt: Utterance) -> None:
+    """End of an utterance (on the event loop): settle both of its futures, always, so no
+    waiter hangs. An aborted utterance ends without error."""
+    error = None if utt.aborted else utt.error
+    if not utt.first_frame.done():
+        utt.first_frame.set_exception(error or AudioDeviceError("no frame was played"))
+        utt.first_frame.exception()  # retrieved: a waiter may be gone, that is not a bug
+    if utt.done.done():
+        return
+    if error is not None:
+        utt.done.set_exception(error)
+    else:
+        utt.done.set_result(utt.playback)
