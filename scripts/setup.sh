@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3 python3-venv python3-dev gcc   # the venv, and building pyalsaaudio
+  python3 python3-venv python3-dev gcc g++  # the venv; building pyalsaaudio, and miniaudio on arm64 (no wheel)
   libasound2-dev libasound2-plugins alsa-utils  # ALSA headers, plug/file PCMs, aplay
   libopus0 opus-tools                    # Opus codec (opusenc/opusdec: tests cross-check)
   espeak-ng                              # the local TTS engine
