@@ -78,8 +78,10 @@ async def test_keep_open_lets_the_next_utterance_start_at_once(
     got = out.read_bytes()
     gap = len(got) // 2 - first.frames - second.frames - keep
     buffer_frames, period_frames = round(RATE * 0.08), round(RATE * 0.02)
-    assert buffer_frames <= gap <= buffer_frames + 2 * period_frames < keep
-    assert second.gap_frames == gap  # what the writer reports is what the device played
+    # About a buffer of silence was written behind the first (the capture holds every frame
+    # handed to ALSA); the device played at most a period of it: the rest was taken back.
+    assert buffer_frames - period_frames <= gap <= buffer_frames + 2 * period_frames < keep
+    assert second.gap_frames is not None and second.gap_frames <= min(gap, period_frames)
     assert got == one + bytes(gap * 2) + two + bytes(keep * 2)
 
 
