@@ -65,45 +65,53 @@ def _record(command: list[str], env: dict[str, str], out: str, conn: Connection)
 
 
 class Recording:
-    """A finished recording: ``samples`` (s16 mono at ``rate_hz`` Hz) and ``times``, the
-    ``time.monotonic()`` second each sample came out of the sink."""
+    """A finished recording: ``samples`` (s16 mono at ``rate_hz`` Hz, e.g. a memory map of the
+    file) and the reads they came in, from which each sample's time is known: the
+    ``time.monotonic()`` second it came out of the sink."""
 
     def __init__(self, samples: NDArray[np.int16], arrivals: list[Arrival], rate_hz: int) -> None:
-        self.samples = samples
         self.rate_hz = rate_hz
-        times = np.empty(len(samples), dtype=np.float64)
-        start = 0
-        for stamp, nbytes in arrivals:
-            n = min(nbytes // 2, len(samples) - start)
-            # the read's last sample came out at its stamp, the ones before it earlier
-            times[start : start + n] = stamp - np.arange(n - 1, -1, -1) / rate_hz
-            start += n
-        self.times = times[:start]
-        self.samples = samples[:start]
+        self._stamps = np.array([stamp for stamp, _ in arrivals], dtype=np.float64)
+        self._ends = np.cumsum([nbytes // 2 for _, nbytes in arrivals], dtype=np.int64)
+        self.samples = samples[: int(self._ends[-1]) if len(self._ends) else 0]
+
+    def time_of(self, index: int) -> float:
+        """When sample ``index`` came out (``time.monotonic()`` s)."""
+        read = int(np.searchsorted(self._ends, index, side="right"))
+        return float(self._stamps[read] - (self._ends[read] - 1 - index) / self.rate_hz)
+
+    def index_at(self, when: float) -> int:
+        """The first sample that came out at or after ``when`` (the length when none did)."""
+        read = int(np.searchsorted(self._stamps, when))  # the first read stamped at or after
+        if read >= len(self._stamps):
+            return len(self.samples)
+        start = int(self._ends[read - 1]) if read else 0
+        late = int((self._stamps[read] - when) * self.rate_hz)  # samples before the stamp
+        return max(start, int(self._ends[read]) - 1 - late)
 
     def first_above(self, level: int, after: float, before: float = float("inf")) -> float | None:
         """The time (``time.monotonic()`` s) of the first sample at or above ``level`` in
         magnitude that came out in [``after``, ``before``), or None when there is none."""
         index = self._find(level, after, before, last=False)
-        return None if index is None else float(self.times[index])
+        return None if index is None else self.time_of(index)
 
     def last_above(self, level: int, after: float, before: float) -> float | None:
         """The time of the last sample at or above ``level`` in magnitude that came out in
         [``after``, ``before``), or None when there is none."""
         index = self._find(level, after, before, last=True)
-        return None if index is None else float(self.times[index])
+        return None if index is None else self.time_of(index)
 
     def longest_below(self, level: int, after: float, before: float) -> float:
         """Seconds of the longest run of samples below ``level`` in magnitude among those that
         came out in [``after``, ``before``): the longest silence there (0.0 when none)."""
-        lo, hi = np.searchsorted(self.times, [after, before])
+        lo, hi = self.index_at(after), self.index_at(before)
         quiet = np.abs(self.samples[lo:hi].astype(np.int32)) < level
         edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
         runs = edges[1::2] - edges[::2]  # lengths of the runs of quiet samples
         return float(runs.max()) / self.rate_hz if len(runs) else 0.0
 
     def _find(self, level: int, after: float, before: float, *, last: bool) -> int | None:
-        lo, hi = np.searchsorted(self.times, [after, before])
+        lo, hi = self.index_at(after), self.index_at(before)
         loud = np.flatnonzero(np.abs(self.samples[lo:hi].astype(np.int32)) >= level)
         if not len(loud):
             return None
@@ -141,9 +149,25 @@ class MonitorRecorder:
         assert self._conn is not None, "not started"
         self._conn.send("stop")
         arrivals: list[Arrival] = self._conn.recv() if self._conn.poll(10) else []
-        self._proc.join(5)
-        samples = np.fromfile(self.path, dtype="<i2") if self.path.exists() else np.zeros(0)
-        return Recording(samples.astype(np.int16), arrivals, self.rate_hz)
+        self.close()
+        empty = not self.path.exists() or self.path.stat().st_size < 2
+        samples = np.zeros(0, np.int16) if empty else np.memmap(self.path, "<i2", mode="r")
+        return Recording(samples, arrivals, self.rate_hz)
+
+    def close(self) -> None:
+        """Make sure the recording process is gone (after :meth:`stop`, or instead of it)."""
+        if self._conn is not None and self._proc is not None and self._proc.is_alive():
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send("stop")
+        if self._proc is not None:
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(5)
+            self._proc = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 @contextlib.contextmanager
