@@ -10,6 +10,7 @@ recording by its level: the earlier one quiet, the measured one loud.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from harness.stack import PulseAudio
 from tests.alsa_sink import (
     RATE,
     alsa_config,  # noqa: F401  (module-scoped autouse fixture: the ALSA config)
+    chunked,
     paced,
     play,
     sink_on,
@@ -26,6 +28,7 @@ from tests.alsa_sink import (
 
 PERIOD_S = 0.02  # the sink's default ALSA period
 PERIOD = round(RATE * PERIOD_S)
+CHUNK = 8820  # bytes: 200 ms per write, as a cache hit's chunks (a stream's may be smaller)
 QUIET, LOUD = 2000, 20000  # tone amplitudes
 HEARD = 10000  # a sample this loud is the loud tone's
 SILENT = 100  # below this (both ways) nothing is heard
@@ -49,8 +52,8 @@ async def test_speech_during_keep_open_is_heard_within_a_period(
 ) -> None:
     with recording(pulse, tmp_path / "monitor.raw") as rec:
         async with sink_on(paced(tmp_path / "out.raw", pulse), fade_ms=0, keep_open_s=2) as sink:
-            first = await play(sink, tone(0.1, QUIET))  # returns once it has been played
-            second = await play(sink, tone(0.2, LOUD))
+            first = await play(sink, tone(0.1, QUIET), CHUNK)  # returns once played
+            second = await play(sink, tone(0.2, LOUD), CHUNK)
             underruns = sink.underruns
     assert first.first_frame_at is not None and second.first_frame_at is not None
     heard, _ = silence_before_loud(rec[0], first.first_frame_at)
@@ -70,7 +73,7 @@ async def test_speech_ready_while_a_chime_ends_follows_it_within_a_period(
             sink.end_nowait(chime)
             await chime.first_frame
             await asyncio.sleep(0.03)  # the stimulus: speech ready while the chime still plays
-            speech = await play(sink, tone(0.2, LOUD))
+            speech = await play(sink, tone(0.2, LOUD), CHUNK)
             underruns = sink.underruns
     assert chime.playback.first_frame_at is not None
     _, gap_s = silence_before_loud(rec[0], chime.playback.first_frame_at)
@@ -85,22 +88,17 @@ async def test_an_interrupter_is_heard_within_a_period_of_the_fade_out(
     with recording(pulse, tmp_path / "monitor.raw") as rec:
         async with sink_on(paced(tmp_path / "out.raw", pulse), keep_open_s=2) as sink:
             normal = await sink.begin(RATE)
-
-            async def produce() -> None:  # 2 s, held back by the bounded queue
-                pcm = tone(2, QUIET)
-                for i in range(0, len(pcm), 882):
-                    await sink.write(normal, pcm[i : i + 882])
-
-            producer = asyncio.create_task(produce())
+            for part in chunked(tone(2, QUIET), CHUNK):  # 2 s queued, most of it never played
+                await sink.write(normal, part)
             await normal.first_frame
             await asyncio.sleep(0.2)  # the stimulus: interrupted in full flow
+            cut_at = time.monotonic()
             await sink.abort(normal)
-            await producer
-            await asyncio.sleep(0.05)  # the stimulus: the interrupter's audio is ready later
-            high = await play(sink, tone(0.2, LOUD))
             underruns = sink.underruns
-    assert normal.playback.first_frame_at is not None
-    _, gap_s = silence_before_loud(rec[0], normal.playback.first_frame_at + 0.1)
+            await asyncio.sleep(0.05)  # the stimulus: the interrupter's audio is ready later
+            high = await play(sink, tone(0.2, LOUD), CHUNK)
+            underruns = sink.underruns - underruns
+    _, gap_s = silence_before_loud(rec[0], cut_at)  # its queued rest, its fade-out, the high
     assert gap_s < PERIOD_S, f"{gap_s * 1000:.1f} ms of silence after the fade-out"
     assert high.gap_frames is not None and high.gap_frames <= PERIOD
     assert underruns == 0

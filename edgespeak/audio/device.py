@@ -108,10 +108,11 @@ class PcmDevice:
         )
 
     def write(self, piece: bytes | memoryview) -> int:
-        """Hand ``piece`` (bytes of s16le mono PCM, whole frames, at most one period) to ALSA,
-        blocking while the buffer is full. Returns the frames taken, 0 when nothing was: the
-        call was interrupted, or the PCM underran (counted in :attr:`underruns`, logged, and
-        recovered by :meth:`_preroll`); write the rest again.
+        """Hand ``piece`` (bytes of s16le mono PCM, whole frames, at most one period, or one
+        buffer while the device is stopped) to ALSA, blocking while the buffer is full.
+        Returns the frames taken, 0 when nothing was: the call was interrupted, or the PCM
+        underran (counted in :attr:`underruns`, logged, and recovered by :meth:`_preroll`);
+        write the rest again.
 
         pyalsaaudio 0.11 returns ``-EPIPE`` having already prepared the PCM again.
         Raises alsaaudio.ALSAAudioError (also when the PCM is not open)."""

@@ -288,22 +288,24 @@ class Player:
         self, utt: Utterance | None, data: bytes, lead_in: bool = False, abortable: bool = True
     ) -> int:
         """Hand ``data`` to ALSA a period at a time; returns the bytes written, fewer when
-        ``abortable`` and ``utt`` got aborted in between. After an underrun (recovered by the
-        device) the same frames are written again. Raises alsaaudio.ALSAAudioError."""
+        ``abortable`` and ``utt`` got aborted in between. A stopped device starts on the first
+        frames written, so it is handed up to a buffer at once: it starts with all of that
+        queued, not one period. After an underrun (recovered by the device) the same frames are
+        written again. Raises alsaaudio.ALSAAudioError."""
         if not self.device.is_open:
             raise alsaaudio.ALSAAudioError("device is not open")
         view = memoryview(data)
-        step = self.device.period_frames * FRAME_BYTES
         done = 0
         while done < len(view):
             if abortable and utt is not None and utt.aborted:
                 break
-            piece = view[done : done + step]
             if utt is not None and utt.playback.first_frame_at is None:
                 self._take_back(utt)
                 now = time.monotonic()
                 utt.playback.first_frame_at = now
                 utt.loop.call_soon_threadsafe(resolve, utt.first_frame, now)
+            frames = self.device.period_frames if self._running else self.device.buffer_frames
+            piece = view[done : done + frames * FRAME_BYTES]
             underruns = self.device.underruns
             try:
                 written = self.device.write(piece)
