@@ -49,18 +49,27 @@ class PcmDevice:
         self.buffer_frames = 0
         self.underruns = 0  # all underruns met, each recovered
         self._blocked_since: float | None = None  # monotonic s the current PCM call began
+        self._waiting_since: float | None = None  # monotonic s a wait for room began
 
     @property
     def is_open(self) -> bool:
         return self._pcm is not None
 
     def stalled_s(self) -> float:
-        """Seconds spent so far inside the current call into the PCM (0.0 when not in one).
+        """Seconds spent so far inside the current call into the PCM, or waiting for room in
+        a full buffer since :meth:`waiting` (0.0 when neither).
 
-        A healthy write returns within a period; a wedged driver or a device that stopped
-        consuming keeps growing this. Thread-safe (one attribute read)."""
-        since = self._blocked_since
-        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+        A healthy write returns, and room comes, within a period; a wedged driver or a device
+        that stopped consuming keeps growing this. Thread-safe (attribute reads)."""
+        starts = [t for t in (self._blocked_since, self._waiting_since) if t is not None]
+        return max(0.0, time.monotonic() - min(starts)) if starts else 0.0
+
+    def waiting(self) -> None:
+        """The writer waits for room in a full buffer without blocking in a write: until a
+        write takes frames (or the PCM is drained, dropped or closed), :meth:`stalled_s`
+        counts the wait as it counts a blocking write."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
 
     def _call(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)``, a call into the PCM that may block: the one recorded path."""
@@ -118,6 +127,8 @@ class PcmDevice:
         Raises alsaaudio.ALSAAudioError (also when the PCM is not open)."""
         pcm = self._require()
         written = int(self._call(pcm.write, piece))
+        if written > 0:
+            self._waiting_since = None
         if written == -errno.EPIPE:
             self.underruns += 1
             log.warning("ALSA underrun on %r (%d so far)", self.name, self.underruns)
@@ -190,12 +201,14 @@ class PcmDevice:
         """Block until everything written has been played; the PCM stops (stays open).
         Raises alsaaudio.ALSAAudioError."""
         pcm = self._require()
+        self._waiting_since = None
         self._call(pcm.drain)
 
     def drop(self) -> None:
         """Stop at once, discarding what is buffered (a click unless it was silence; stays
         open); the next write prepares and restarts it. Raises alsaaudio.ALSAAudioError."""
         pcm = self._require()
+        self._waiting_since = None
         self._call(pcm.drop)
 
     def close(self) -> None:
@@ -204,6 +217,7 @@ class PcmDevice:
         if self._pcm is None:
             return
         pcm, self._pcm, self.rate_hz = self._pcm, None, 0
+        self._waiting_since = None
         try:
             self._call(pcm.close)
         except alsaaudio.ALSAAudioError as exc:

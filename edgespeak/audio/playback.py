@@ -210,6 +210,7 @@ class Player:
         frames = min(self.device.period_frames, self._silence_left)
         room = self.device.buffer_frames - queued
         if room < frames:  # a full buffer: wait until a period has played
+            self.device.waiting()
             return max(frames - room, self.device.period_frames // 4) / self.device.rate_hz
         self._guard(None, self._silence, frames)
         self._silence_left -= frames
