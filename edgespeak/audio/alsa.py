@@ -155,9 +155,10 @@ class AlsaSink:
 
     def stalled_s(self) -> float:
         """Seconds the writer thread has been inside one blocking ALSA call (0.0 when it is
-        not in one): open, write, pre-roll after an underrun, drain, drop or close. A healthy
-        write returns within a period; a wedged driver or a device that stopped consuming
-        keeps growing this (the daemon's watchdog checks it)."""
+        not in one): open, write, pre-roll after an underrun, drain, drop or close; or waiting
+        for room in a full buffer to top keep-open silence up. A healthy write returns, and
+        room comes, within a period; a wedged driver or a device that stopped consuming keeps
+        growing this (the daemon's watchdog checks it)."""
         return self._writer.stalled_s()
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ running on silence, topped up a period at a time when there is room, and waits f
 command meanwhile (a timed wait on the queue, not a blocking write), so a new command is seen
 at once.
 ``data`` commands are bounded (backpressure on the producer). :meth:`Writer.stalled_s` reports
-how long the thread has been inside its current call into the PCM, for the daemon's watchdog.
+how long the thread has been inside its current call into the PCM (or waiting for room in a
+full buffer), for the daemon's watchdog.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class Writer:
         await fut
 
     def stalled_s(self) -> float:
-        """Seconds the thread has been inside one call into the PCM (0.0 when not in one):
-        any of them, pre-roll after an underrun and drain included."""
+        """Seconds the thread has been inside one call into the PCM, or waiting for room in a
+        full buffer (0.0 when neither): any call, pre-roll after an underrun and drain
+        included."""
         return self._player.device.stalled_s()
 
     def close(self, timeout_s: float = 5) -> None:
