@@ -72,7 +72,8 @@ class Recording:
     def __init__(self, samples: NDArray[np.int16], arrivals: list[Arrival], rate_hz: int) -> None:
         self.rate_hz = rate_hz
         self._stamps = np.array([stamp for stamp, _ in arrivals], dtype=np.float64)
-        self._ends = np.cumsum([nbytes // 2 for _, nbytes in arrivals], dtype=np.int64)
+        # samples received by the end of each read (a read may end inside a sample)
+        self._ends = np.cumsum([nbytes for _, nbytes in arrivals], dtype=np.int64) // 2
         self.samples = samples[: int(self._ends[-1]) if len(self._ends) else 0]
 
     def time_of(self, index: int) -> float:
