@@ -18,7 +18,9 @@ A and B interleaved (ABBA order) so machine noise hits both alike, after a few u
 warm-up pairs. The daemon's own ``ttfa_ms`` (MQTT receipt → first frame handed to ALSA, from
 its ``playing`` event) is reported alongside, and for B the subscriber's receipt → first byte.
 The daemon runs with ``[audio] keep_open_s = 0``: on this unpaced sink the keep-open silence
-would come out at CPU speed and be counted as the announcement's bytes.
+would come out at CPU speed and be counted as the announcement's bytes. So these are
+**hand-over** figures (the first bytes handed to ALSA), labelled so: what a listener hears,
+with the default settings, on a sink paced in real time, is bench/heard.py's.
 
 Where the first byte is seen. The ``file`` plugin copies frames into its own ring and write(2)s
 only what exceeds one ALSA buffer. Seen with strace (alsa-lib 1.2.8): the daemon (22050 Hz, 20 ms
@@ -90,7 +92,7 @@ from harness.stack import (
 )
 
 NAME = "cache"
-HELP = "cache-hit TTFA, publish -> first byte out of ALSA, next to aplay per utterance"
+HELP = "cache-hit hand-over, publish -> first byte out of ALSA, next to aplay per utterance"
 TRIAL_TIMEOUT_S = 30.0
 SYSTEM_ALSA_CONF = "/usr/share/alsa/alsa.conf"
 
@@ -336,14 +338,14 @@ def report(args: argparse.Namespace, phrases: list[Phrase], trials: list[Trial])
     return {
         "rows": [
             dist_row(
-                "edgespeak: publish -> first byte out of ALSA",
+                "hand-over: edgespeak publish -> first byte out of ALSA",
                 series["edgespeak_publish_to_alsa_ms"],
             ),
             dist_row(
-                "aplay per utterance: publish -> first byte out of ALSA",
+                "hand-over: aplay per utterance publish -> first byte out of ALSA",
                 series["aplay_publish_to_alsa_ms"],
             ),
-            ratio_row("aplay / edgespeak", b, a),
+            ratio_row("hand-over: aplay / edgespeak", b, a),
             dist_row(
                 "edgespeak daemon ttfa_ms (MQTT receipt -> writei)",
                 series["edgespeak_daemon_ttfa_ms"],
@@ -357,6 +359,12 @@ def report(args: argparse.Namespace, phrases: list[Phrase], trials: list[Trial])
             "bare_alsa": args.bare_alsa,
             "format": f"{phrases[0].rate_hz} Hz mono s16le WAV from the edgespeak cache",
             "device": "ALSA default = plug > file > null (unpaced), first byte at the FIFO",
+            "audio": {
+                "keep_open_s": 0,
+                "why": "not the default (3): on this unpaced sink keep-open silence would come "
+                "out at CPU speed and count as the announcement's; what a listener hears with "
+                "the defaults is bench heard's",
+            },
             "phrases": [
                 {"text": p.text, "seconds": round(p.data_bytes / 2 / p.rate_hz, 3)} for p in phrases
             ],

@@ -14,7 +14,9 @@ every announcement is streamed). TTFA is measured from outside as in bench/cache
 PCM (bench/fifo.py). The daemon runs with ``[audio] period_ms = 5, buffer_ms = 20`` so the
 ``file`` plugin writes out inside the first chunk's writei calls (it writes only past one
 buffer; with the default 80 ms buffer it would wait for the server's second chunk, an artefact
-of the observation, not of playback). Overhead = TTFA - the server's time for that session.
+of the observation, not of playback), and ``keep_open_s = 0``; so its figure is the
+**hand-over** (first bytes handed to ALSA, labelled so), not what a listener hears with the
+defaults (bench/heard.py). Overhead = TTFA - the server's time for that session.
 The daemon's own ``ttfa_ms`` (MQTT receipt → first frame handed to ALSA) minus the server's
 time is reported too.
 
@@ -359,7 +361,7 @@ def report(args: argparse.Namespace, results: dict[str, list[Trial]]) -> Result:
         }
         rows += [
             dist_row(f"{link}: server's own start -> first audio", series["edgespeak_server_ms"]),
-            dist_row(f"{link}: edgespeak publish -> first byte out of ALSA",
+            dist_row(f"{link}: hand-over: edgespeak publish -> first byte out of ALSA",
                      series["edgespeak_ttfa_ms"]),
             dist_row(f"{link}: edgespeak overhead (that - server's time)",
                      series["edgespeak_overhead_ms"]),
@@ -376,6 +378,13 @@ def report(args: argparse.Namespace, results: dict[str, list[Trial]]) -> Result:
             "gap_ms": args.gap_ms,
             "internet_delay_ms_each_way": args.delay_ms,
             "format": f"pcm s16le mono {RATE} Hz",
+            "audio": {
+                "keep_open_s": 0,
+                "period_ms": 5,
+                "buffer_ms": 20,
+                "why": "not the defaults (3 s, 20 ms, 80 ms): the unpaced file sink writes out "
+                "only past one buffer; what a listener hears with them is bench heard's",
+            },
             "server": "edgespeak serve (espeak-ng), close_after_finish = true",
             "sdk": "fish-audio-sdk 1.3.0, FishAudio(...).tts.stream_websocket, one per call",
         },

@@ -12,7 +12,8 @@ Playback quality, per utterance (:mod:`edgespeak.audio.playback`): optional lead
 fade-in and fade-out over ``fade_ms``; software gain (utterance gain times sink volume) or an
 ALSA mixer control; interruption with a fade instead of a click; underruns counted and
 recovered. Between utterances the device is kept running on silence for ``keep_open_s``, then
-drained; the handle itself stays open.
+drained; the handle itself stays open. That silence never delays speech: it is taken back when
+the next utterance's first frame is ready, which is heard within a period of it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class AlsaSink:
     number of periods, at least 2). ``queue_chunks`` bounds the chunks waiting for the writer
     (backpressure on the producer). ``lead_in_ms``: default silence before each utterance (ms).
     ``fade_ms``: fade-in/fade-out length (0-20 ms). ``keep_open_s``: seconds of silence frames
-    written after the last utterance before the PCM is drained. ``volume``: 0.0-1.0, linear
+    written after the last utterance before the PCM is drained (what of it is still queued
+    when the next utterance's first frame is ready is dropped). ``volume``: 0.0-1.0, linear
     (``20·log10(volume)`` dB). ``mixer``: an ALSA simple mixer control on ``mixer_device``
     (e.g. ``"PCM"``, ``"Master"``) that :meth:`set_volume` sets instead of scaling samples; when
     it is missing a warning is logged and software volume is used. Raises ValueError for
@@ -153,9 +155,10 @@ class AlsaSink:
 
     def stalled_s(self) -> float:
         """Seconds the writer thread has been inside one blocking ALSA call (0.0 when it is
-        not in one): open, write, pre-roll after an underrun, drain, drop or close. A healthy
-        write returns within a period; a wedged driver or a device that stopped consuming
-        keeps growing this (the daemon's watchdog checks it)."""
+        not in one): open, write, pre-roll after an underrun, drain, drop or close; or waiting
+        for room in a full buffer to top keep-open silence up. A healthy write returns, and
+        room comes, within a period; a wedged driver or a device that stopped consuming keeps
+        growing this (the daemon's watchdog checks it)."""
         return self._writer.stalled_s()
 
     def close(self) -> None:

@@ -1,13 +1,14 @@
 """The ALSA device: one pyalsaaudio playback PCM (s16le mono) at one sample rate, and a mixer.
 
 :class:`PcmDevice` opens the PCM at a rate with the sink's period and buffer, reopens it when the
-rate changes, writes a period at a time, recovers underruns, and drains, drops or closes it. It
-is used by the writer thread only. Every call into the PCM goes through one path that records
-when the call began, so :meth:`PcmDevice.stalled_s` (read from any thread: the daemon's watchdog
-check) sees a writer stuck in any of them: open, write, the pre-roll after an underrun, drain,
-drop, close. (pyalsaaudio 0.11 keeps the GIL through ``snd_pcm_open``, ``snd_pcm_drop`` and
-``snd_pcm_close``, seen with a drop blocked on a full FIFO: a device stuck there freezes the
-event loop as well, which stops the watchdog pings the other way.)
+rate changes, writes a period at a time, recovers underruns, waits for what is queued to play
+out, and drains, drops or closes it. It is used by the writer thread only. Every call into the
+PCM goes through one path that records when the call began, so :meth:`PcmDevice.stalled_s`
+(read from any thread: the daemon's watchdog check) sees a writer stuck in any of them: open,
+write, the pre-roll after an underrun, drain, drop, close. (pyalsaaudio 0.11 keeps the GIL
+through ``snd_pcm_open``, ``snd_pcm_drop`` and ``snd_pcm_close``, seen with a drop blocked on a
+full FIFO: a device stuck there freezes the event loop as well, which stops the watchdog pings
+the other way.)
 
 :class:`Mixer` is the optional ALSA simple mixer control the sink volume is set on instead of
 scaling samples.
@@ -28,6 +29,7 @@ from edgespeak.base.pcm import FRAME_BYTES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+POLL_S = 0.001  # how often the pointer is read while waiting for it to move, s
 
 
 class PcmDevice:
@@ -47,18 +49,27 @@ class PcmDevice:
         self.buffer_frames = 0
         self.underruns = 0  # all underruns met, each recovered
         self._blocked_since: float | None = None  # monotonic s the current PCM call began
+        self._waiting_since: float | None = None  # monotonic s a wait for room began
 
     @property
     def is_open(self) -> bool:
         return self._pcm is not None
 
     def stalled_s(self) -> float:
-        """Seconds spent so far inside the current call into the PCM (0.0 when not in one).
+        """Seconds spent so far inside the current call into the PCM, or waiting for room in
+        a full buffer since :meth:`waiting` (0.0 when neither).
 
-        A healthy write returns within a period; a wedged driver or a device that stopped
-        consuming keeps growing this. Thread-safe (one attribute read)."""
-        since = self._blocked_since
-        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+        A healthy write returns, and room comes, within a period; a wedged driver or a device
+        that stopped consuming keeps growing this. Thread-safe (attribute reads)."""
+        starts = [t for t in (self._blocked_since, self._waiting_since) if t is not None]
+        return max(0.0, time.monotonic() - min(starts)) if starts else 0.0
+
+    def waiting(self) -> None:
+        """The writer waits for room in a full buffer without blocking in a write: until a
+        write takes frames (or the PCM is drained, dropped or closed), :meth:`stalled_s`
+        counts the wait as it counts a blocking write."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
 
     def _call(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)``, a call into the PCM that may block: the one recorded path."""
@@ -106,15 +117,18 @@ class PcmDevice:
         )
 
     def write(self, piece: bytes | memoryview) -> int:
-        """Hand ``piece`` (bytes of s16le mono PCM, whole frames, at most one period) to ALSA,
-        blocking while the buffer is full. Returns the frames taken, 0 when nothing was: the
-        call was interrupted, or the PCM underran (counted in :attr:`underruns`, logged, and
-        recovered by :meth:`_preroll`); write the rest again.
+        """Hand ``piece`` (bytes of s16le mono PCM, whole frames, at most one period, or one
+        buffer while the device is stopped) to ALSA, blocking while the buffer is full.
+        Returns the frames taken, 0 when nothing was: the call was interrupted, or the PCM
+        underran (counted in :attr:`underruns`, logged, and recovered by :meth:`_preroll`);
+        write the rest again.
 
         pyalsaaudio 0.11 returns ``-EPIPE`` having already prepared the PCM again.
         Raises alsaaudio.ALSAAudioError (also when the PCM is not open)."""
         pcm = self._require()
         written = int(self._call(pcm.write, piece))
+        if written > 0:
+            self._waiting_since = None
         if written == -errno.EPIPE:
             self.underruns += 1
             log.warning("ALSA underrun on %r (%d so far)", self.name, self.underruns)
@@ -139,16 +153,62 @@ class PcmDevice:
             if written > 0:
                 left -= written
 
+    def queued(self) -> int:
+        """Frames written and not yet played: the buffer less what ``snd_pcm_avail`` says is
+        free (0 after an underrun, which ``avail`` reports as an error code). Does not block;
+        pyalsaaudio keeps the GIL through it (a status call). Raises alsaaudio.ALSAAudioError
+        when the PCM is not open."""
+        avail = int(self._require().avail())
+        if avail < 0:  # -EPIPE: underran, nothing left to play
+            return 0
+        return max(0, self.buffer_frames - avail)
+
+    def play_out(self, behind: int) -> tuple[int, int]:
+        """Wait until everything queued but its last ``behind`` frames has been played,
+        writing silence behind it as room appears so the device never runs dry. Returns the
+        frames queued then and the frames of silence written. A device that plays nothing for
+        twice its buffer is waited for no longer.
+
+        Many devices move their pointer a period at a time (the PulseAudio plugin does): the
+        queue read is then up to a period more than what is left, and exact at the moment the
+        pointer moves. So the queue is read every ``POLL_S`` until the pointer moves (within a
+        period), then what is left is slept: late by at most ``POLL_S`` and the scheduler.
+        Raises alsaaudio.ALSAAudioError."""
+        period, rate = self.period_frames, self.rate_hz
+        deadline = time.monotonic() + 2 * self.buffer_frames / rate
+        silence = bytes(period * FRAME_BYTES)
+        last, added = -1, 0  # frames queued after the previous read (and top-up); written
+        while True:
+            queued, now = self.queued(), time.monotonic()
+            left = queued - behind - added  # frames still to play before the last ``behind``
+            if left <= 0 or now > deadline:
+                return queued, added
+            moved = 0 <= queued < last  # since the read POLL_S ago: ``left`` is exact
+            if self.buffer_frames - queued >= period:
+                underruns = self.underruns
+                written = self.write(silence)
+                if self.underruns > underruns:  # ran dry: all was played, then the pre-roll
+                    queued = self.queued()
+                    return queued, added + queued
+                added, queued = added + written, queued + written
+            if moved:
+                time.sleep(left / rate)
+                return max(0, queued - round((time.monotonic() - now) * rate)), added
+            last = queued
+            time.sleep(POLL_S)
+
     def drain(self) -> None:
         """Block until everything written has been played; the PCM stops (stays open).
         Raises alsaaudio.ALSAAudioError."""
         pcm = self._require()
+        self._waiting_since = None
         self._call(pcm.drain)
 
     def drop(self) -> None:
-        """Stop at once, discarding what is buffered (may click; stays open).
-        Raises alsaaudio.ALSAAudioError."""
+        """Stop at once, discarding what is buffered (a click unless it was silence; stays
+        open); the next write prepares and restarts it. Raises alsaaudio.ALSAAudioError."""
         pcm = self._require()
+        self._waiting_since = None
         self._call(pcm.drop)
 
     def close(self) -> None:
@@ -157,6 +217,7 @@ class PcmDevice:
         if self._pcm is None:
             return
         pcm, self._pcm, self.rate_hz = self._pcm, None, 0
+        self._waiting_since = None
         try:
             self._call(pcm.close)
         except alsaaudio.ALSAAudioError as exc:

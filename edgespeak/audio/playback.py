@@ -7,6 +7,14 @@ last ``fade_ms`` of samples are held back until it is known whether more come); 
 on silence for ``keep_open_s`` (amplifiers, HDMI and Bluetooth sinks stay awake), then drains
 it; the handle itself stays open.
 
+Keep-open silence never delays speech. It is topped up a period at a time only when there is
+room, so the writer thread never blocks in it and sees a new command at once. When the next
+utterance's first frame is ready, what is left of the previous utterance (a chime, a fade-out)
+is let play, and the silence queued behind it is taken back (``snd_pcm_drop``: pyalsaaudio
+cannot rewind; dropping silence cannot click, and the utterance starts from zero, faded in):
+the new frames restart the device at once, so it stops for well under a period, and the speech
+is heard one buffer sooner than behind the silence.
+
 Preemption: pyalsaaudio cannot rewind the ALSA buffer, and ``snd_pcm_drop`` cuts the sound
 mid-waveform (a click). So an abort with a fade appends a fade-out over the next ``fade_ms`` of
 not-yet-written samples behind what is already buffered: the sound stops within one period
@@ -125,11 +133,9 @@ class Player:
         if (previous := self._current) is not None:  # never ended: cut it short, settle it
             self._cut(previous, previous.held)
             self.finish(previous)
-        self._silence_left = 0
         if self._guard(utt, self._open, utt.playback.rate_hz) is None:
             return
         self._current = utt
-        utt.playback.gap_frames = self._silence_run
         if utt.lead_in:
             self._guard(utt, self._write, utt, bytes(utt.lead_in * FRAME_BYTES), True)
 
@@ -181,26 +187,34 @@ class Player:
         self.finish(utt)
 
     # ---- between utterances ----------------------------------------------------------------
-    def keep_open(self) -> bool:
-        """One step of idle work after an utterance: a period of keep-open silence, or, once
-        that is written, drain the device. Returns False when there is nothing to do (an
-        utterance is under way, or the device is stopped)."""
-        if self._current is not None or not self._running:
-            return False
-        if self._silence_left > 0:
-            frames = min(self.device.period_frames, self._silence_left)
-            self._guard(None, self._write, None, bytes(frames * FRAME_BYTES))
-            self._silence_left -= frames
-            if self._silence_run is not None:
-                self._silence_run += frames
-            self._since_end += frames
-            if self._since_end >= self.device.buffer_frames:  # the utterance left the buffer
-                self.settle_ended()
-        else:
+    def keep_open(self) -> float | None:
+        """One step of idle work while the device runs and no utterance is writing: a period
+        of keep-open silence when there is room for it (never blocking), or, once
+        ``keep_open_s`` of it is written, drain the device. Settles the ended utterance once
+        it has been played. Returns None when there is nothing to do (the device is stopped,
+        or an utterance is writing), else the seconds the writer may wait for a command
+        before the next step (0.0: at once)."""
+        writing = self._current is not None and self._current.playback.first_frame_at is not None
+        if writing or not self._running:
+            return None
+        if self._silence_left <= 0:
             if self.device.is_open:
                 self._guard(None, self.device.drain)
             self._halted()
-        return True
+            return 0.0
+        queued = self._guard(None, self.device.queued)
+        if queued is None:  # failed: the device is closed
+            return 0.0
+        if self._ended is not None and self._since_end >= queued:  # it has been played
+            self.settle_ended()
+        frames = min(self.device.period_frames, self._silence_left)
+        room = self.device.buffer_frames - queued
+        if room < frames:  # a full buffer: wait until a period has played
+            self.device.waiting()
+            return max(frames - room, self.device.period_frames // 4) / self.device.rate_hz
+        self._guard(None, self._silence, frames)
+        self._silence_left -= frames
+        return 0.0
 
     def settle_if_stopped(self) -> None:
         """The device is not running: an ended utterance has been played, settle it."""
@@ -227,6 +241,28 @@ class Player:
             self.finish(self._current)
 
     # ---- writing ---------------------------------------------------------------------------
+    def _silence(self, frames: int) -> None:
+        """Write ``frames`` frames of silence between utterances. Raises ALSAAudioError."""
+        self._write(None, bytes(frames * FRAME_BYTES))
+        if self._silence_run is not None:
+            self._silence_run += frames
+        self._since_end += frames
+
+    def _take_back(self, utt: Utterance) -> None:
+        """Before ``utt``'s first frame: when the device runs on silence written since the last
+        utterance frame, let what is left of that utterance play, then drop the silence queued
+        behind it. Sets ``utt``'s ``gap_frames`` to the silence played in between (None when
+        the device had stopped). Raises alsaaudio.ALSAAudioError."""
+        run = self._silence_run
+        if self._running and run:
+            queued, added = self.device.play_out(behind=run)
+            self._since_end += added
+            self.device.drop()
+            self._running = False
+            run = max(0, run + added - queued)
+            self.settle_ended()
+        utt.playback.gap_frames = run
+
     def _cut(self, utt: Utterance, pending: bytes) -> None:
         """Cut ``utt`` short: fade out over its next ``fade_frames`` not-yet-written samples
         (padded by holding the last value), or ``snd_pcm_drop`` without ``fade_on_abort``."""
@@ -253,21 +289,24 @@ class Player:
         self, utt: Utterance | None, data: bytes, lead_in: bool = False, abortable: bool = True
     ) -> int:
         """Hand ``data`` to ALSA a period at a time; returns the bytes written, fewer when
-        ``abortable`` and ``utt`` got aborted in between. After an underrun (recovered by the
-        device) the same frames are written again. Raises alsaaudio.ALSAAudioError."""
+        ``abortable`` and ``utt`` got aborted in between. A stopped device starts on the first
+        frames written, so it is handed up to a buffer at once: it starts with all of that
+        queued, not one period. After an underrun (recovered by the device) the same frames are
+        written again. Raises alsaaudio.ALSAAudioError."""
         if not self.device.is_open:
             raise alsaaudio.ALSAAudioError("device is not open")
         view = memoryview(data)
-        step = self.device.period_frames * FRAME_BYTES
         done = 0
         while done < len(view):
             if abortable and utt is not None and utt.aborted:
                 break
-            piece = view[done : done + step]
             if utt is not None and utt.playback.first_frame_at is None:
+                self._take_back(utt)
                 now = time.monotonic()
                 utt.playback.first_frame_at = now
                 utt.loop.call_soon_threadsafe(resolve, utt.first_frame, now)
+            frames = self.device.period_frames if self._running else self.device.buffer_frames
+            piece = view[done : done + frames * FRAME_BYTES]
             underruns = self.device.underruns
             try:
                 written = self.device.write(piece)

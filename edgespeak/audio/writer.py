@@ -3,14 +3,18 @@
 The event loop puts commands on its queue (``begin``, ``data``, ``end``, ``abort``, ``quit``);
 the thread carries them out with a :class:`~edgespeak.audio.playback.Player`, writing with
 blocking ``snd_pcm_writei`` so ALSA paces playback. Between commands it keeps the device
-running on silence, period by period, so a new command is seen within a period.
+running on silence, topped up a period at a time when there is room, and waits for the next
+command meanwhile (a timed wait on the queue, not a blocking write), so a new command is seen
+at once.
 ``data`` commands are bounded (backpressure on the producer). :meth:`Writer.stalled_s` reports
-how long the thread has been inside its current call into the PCM, for the daemon's watchdog.
+how long the thread has been inside its current call into the PCM (or waiting for room in a
+full buffer), for the daemon's watchdog.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from typing import Literal
@@ -62,8 +66,9 @@ class Writer:
         await fut
 
     def stalled_s(self) -> float:
-        """Seconds the thread has been inside one call into the PCM (0.0 when not in one):
-        any of them, pre-roll after an underrun and drain included."""
+        """Seconds the thread has been inside one call into the PCM, or waiting for room in a
+        full buffer (0.0 when neither): any call, pre-roll after an underrun and drain
+        included."""
         return self._player.device.stalled_s()
 
     def close(self, timeout_s: float = 5) -> None:
@@ -92,12 +97,22 @@ class Writer:
 
     def _next(self) -> Command:
         """The next command. Idle after an utterance: keep the device running on silence
-        (period by period, so a new command is seen within a period), then drain it."""
-        while self._queue.empty() and self._player.keep_open():
-            pass
-        self._player.settle_if_stopped()
-        self._notify_idle()
-        command = self._queue.get()
+        while waiting for one (a timed wait, so it is seen at once), then drain it."""
+        command: Command | None = None
+        while command is None:
+            try:
+                command = self._queue.get_nowait()
+            except queue.Empty:
+                wait_s = self._player.keep_open()
+                if wait_s is None:  # nothing to keep up
+                    break
+                if wait_s > 0:
+                    with contextlib.suppress(queue.Empty):
+                        command = self._queue.get(timeout=wait_s)
+        if command is None:  # idle: wait for a command as long as it takes
+            self._player.settle_if_stopped()
+            self._notify_idle()
+            command = self._queue.get()
         self._player.settle_ended()  # whatever comes next follows it without a gap
         return command
 

@@ -1,0 +1,104 @@
+"""When speech is heard: AlsaSink on a ``file`` PCM over a PulseAudio null sink (paced in real
+time), the sink's output recorded with time stamps (harness.monitor). Speech must come out within
+one ALSA period of its first frame being handed to ALSA, whatever the device was doing: playing
+keep-open silence, finishing the previous utterance (a chime), or fading out an interrupted one.
+
+The utterances are tones of distinct loudness, so each one's sound is told apart in the
+recording by its level: the earlier one quiet, the measured one loud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.monitor import Recording, recording
+from harness.stack import PulseAudio
+from tests.alsa_sink import (
+    RATE,
+    alsa_config,  # noqa: F401  (module-scoped autouse fixture: the ALSA config)
+    chunked,
+    paced,
+    play,
+    sink_on,
+)
+
+PERIOD_S = 0.02  # the sink's default ALSA period
+PERIOD = round(RATE * PERIOD_S)
+CHUNK = 8820  # bytes: 200 ms per write, as a cache hit's chunks (a stream's may be smaller)
+QUIET, LOUD = 2000, 20000  # tone amplitudes
+HEARD = 10000  # a sample this loud is the loud tone's
+SILENT = 100  # below this (both ways) nothing is heard
+
+
+def tone(seconds: float, amplitude: int) -> bytes:
+    t = np.arange(round(RATE * seconds)) / RATE
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+
+
+def silence_before_loud(rec: Recording, start: float) -> tuple[float, float]:
+    """When the loud tone came out (``time.monotonic()`` s) and the longest silence between
+    ``start`` and then (s)."""
+    heard = rec.first_above(HEARD, after=start)
+    assert heard is not None, "the loud tone never came out"
+    return heard, rec.longest_below(SILENT, after=start, before=heard)
+
+
+async def test_speech_during_keep_open_is_heard_within_a_period(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    with recording(pulse, tmp_path / "monitor.raw") as rec:
+        async with sink_on(paced(tmp_path / "out.raw", pulse), fade_ms=0, keep_open_s=2) as sink:
+            first = await play(sink, tone(0.1, QUIET), CHUNK)  # returns once played
+            second = await play(sink, tone(0.2, LOUD), CHUNK)
+            underruns = sink.underruns
+    assert first.first_frame_at is not None and second.first_frame_at is not None
+    heard, _ = silence_before_loud(rec[0], first.first_frame_at)
+    late_s = heard - second.first_frame_at
+    assert late_s < PERIOD_S, f"heard {late_s * 1000:.1f} ms after its first frame"
+    assert second.gap_frames is not None and second.gap_frames <= PERIOD
+    assert underruns == 0
+
+
+async def test_speech_ready_while_a_chime_ends_follows_it_within_a_period(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    with recording(pulse, tmp_path / "monitor.raw") as rec:
+        async with sink_on(paced(tmp_path / "out.raw", pulse), fade_ms=0, keep_open_s=2) as sink:
+            chime = await sink.begin(RATE)
+            await sink.write(chime, tone(0.05, QUIET))  # shorter than the 80 ms buffer
+            sink.end_nowait(chime)
+            await chime.first_frame
+            await asyncio.sleep(0.03)  # the stimulus: speech ready while the chime still plays
+            speech = await play(sink, tone(0.2, LOUD), CHUNK)
+            underruns = sink.underruns
+    assert chime.playback.first_frame_at is not None
+    _, gap_s = silence_before_loud(rec[0], chime.playback.first_frame_at)
+    assert gap_s < PERIOD_S, f"{gap_s * 1000:.1f} ms of silence between chime and speech"
+    assert speech.gap_frames is not None and speech.gap_frames <= PERIOD
+    assert underruns == 0
+
+
+async def test_an_interrupter_is_heard_within_a_period_of_the_fade_out(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    with recording(pulse, tmp_path / "monitor.raw") as rec:
+        async with sink_on(paced(tmp_path / "out.raw", pulse), keep_open_s=2) as sink:
+            normal = await sink.begin(RATE)
+            for part in chunked(tone(2, QUIET), CHUNK):  # 2 s queued, most of it never played
+                await sink.write(normal, part)
+            await normal.first_frame
+            await asyncio.sleep(0.2)  # the stimulus: interrupted in full flow
+            cut_at = time.monotonic()
+            await sink.abort(normal)
+            underruns = sink.underruns
+            await asyncio.sleep(0.05)  # the stimulus: the interrupter's audio is ready later
+            high = await play(sink, tone(0.2, LOUD), CHUNK)
+            underruns = sink.underruns - underruns
+    _, gap_s = silence_before_loud(rec[0], cut_at)  # its queued rest, its fade-out, the high
+    assert gap_s < PERIOD_S, f"{gap_s * 1000:.1f} ms of silence after the fade-out"
+    assert high.gap_frames is not None and high.gap_frames <= PERIOD
+    assert underruns == 0
