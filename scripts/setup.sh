@@ -24,6 +24,7 @@ esac
 
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc   # the venv, and building pyalsaaudio
+  g++                                    # building miniaudio ([esphome]: no aarch64 wheel)
   libasound2-dev libasound2-plugins alsa-utils  # ALSA headers, plug/file PCMs, aplay
   libopus0 opus-tools                    # Opus codec (opusenc/opusdec: tests cross-check)
   espeak-ng                              # the local TTS engine
