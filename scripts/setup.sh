@@ -6,14 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # 32-bit ARM (32-bit Raspberry Pi OS): PyPI has no wheel of numpy or soxr there, and pip would
-# compile them for an hour or more (docs/performance.md, "On the Pi's architecture").
+# compile them for about an hour (docs/performance.md, "On the Pi's architecture").
 arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
 case "$arch" in
   armhf | armel | armv7l | armv6l)
     if [ "${EDGESPEAK_ALLOW_32BIT:-0}" != 1 ]; then
       cat >&2 <<EOF
 setup: this is 32-bit ARM ($arch), which edgespeak does not support: PyPI has no $arch wheel
-setup: of numpy or soxr, and building them takes an hour or more on a Pi.
+setup: of numpy or soxr, and compiling them takes about an hour.
 setup: Install Raspberry Pi OS (64-bit) instead: Pi 3, 4, 5, 400 and Zero 2 W run it.
 setup: To try anyway, e.g. with piwheels' wheels: EDGESPEAK_ALLOW_32BIT=1 scripts/setup.sh
 EOF
