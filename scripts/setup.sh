@@ -5,8 +5,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# 32-bit ARM (32-bit Raspberry Pi OS): PyPI has no wheel of numpy or soxr there, and pip would
+# compile them for about an hour (docs/performance.md, "On the Pi's architecture").
+arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+case "$arch" in
+  armhf | armel | armv7l | armv6l)
+    if [ "${EDGESPEAK_ALLOW_32BIT:-0}" != 1 ]; then
+      cat >&2 <<EOF
+setup: this is 32-bit ARM ($arch), which edgespeak does not support: PyPI has no $arch wheel
+setup: of numpy or soxr, and compiling them takes about an hour.
+setup: Install Raspberry Pi OS (64-bit) instead: Pi 3, 4, 5, 400 and Zero 2 W run it.
+setup: To try anyway, e.g. with piwheels' wheels: EDGESPEAK_ALLOW_32BIT=1 scripts/setup.sh
+EOF
+      exit 1
+    fi
+    ;;
+esac
+
 APT_PACKAGES=(
-  python3 python3-venv python3-dev gcc g++  # the venv; building pyalsaaudio, and miniaudio on arm64 (no wheel)
+  python3 python3-venv python3-dev gcc   # the venv, and building pyalsaaudio
+  g++                                    # building miniaudio ([esphome]: no aarch64 wheel)
   libasound2-dev libasound2-plugins alsa-utils  # ALSA headers, plug/file PCMs, aplay
   libopus0 opus-tools                    # Opus codec (opusenc/opusdec: tests cross-check)
   espeak-ng                              # the local TTS engine
