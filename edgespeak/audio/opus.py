@@ -11,9 +11,9 @@ from __future__ import annotations
 import secrets
 import struct
 
-import numpy as np
 import opuslib_next
 
+from edgespeak.audio import dsp
 from edgespeak.audio.ogg import OggPacket, OggPacketReader, OggPageWriter
 from edgespeak.base.errors import AudioFormatError
 from edgespeak.base.pcm import FRAME_BYTES
@@ -142,8 +142,7 @@ class OggOpusDecoder:
         hi = len(pcm) // FRAME_BYTES if end is None else max(end - first, 0)
         pcm = pcm[lo * FRAME_BYTES : hi * FRAME_BYTES]
         if self._gain != 1.0 and pcm:
-            scaled = np.frombuffer(pcm, dtype="<i2").astype(np.float64) * self._gain
-            pcm = np.clip(np.rint(scaled), -32768, 32767).astype("<i2").tobytes()
+            pcm = dsp.shape(pcm, self._gain)  # the header's output gain, clipped to s16
         return pcm
 
 
