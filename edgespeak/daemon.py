@@ -3,7 +3,10 @@
 MQTT messages are handled on arrival (:mod:`edgespeak.inlets.mqtt.commands`,
 :mod:`edgespeak.inlets.hermes.routes`; a bad payload yields a ``failed`` event at once) and
 announcements go to the :class:`~edgespeak.scheduling.scheduler.Scheduler` (priorities,
-preemption, TTL, duplicates, stop), which speaks them one at a time. Every event is published,
+preemption, TTL, duplicates, stop), which speaks them one at a time. With ``[esphome]
+enabled``, Home Assistant's ESPHome integration connects too
+(:mod:`edgespeak.inlets.esphome`): its media player's URLs go to the same scheduler, and
+it follows every event. Every event is published,
 updates the retained node state and answers Hermes. Home Assistant discovery is published at
 every connection and when Home Assistant's status topic says ``online``.
 
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edgespeak import __version__
 from edgespeak.audio.alsa import AlsaSink
@@ -45,6 +49,9 @@ from edgespeak.speaking.chimes import Chimes
 from edgespeak.speaking.speaker import Speaker
 from edgespeak.speaking.volume import VolumeStore
 
+if TYPE_CHECKING:  # imported at run time only when [esphome] enabled (its libraries)
+    from edgespeak.inlets.esphome.server import EsphomeServer
+
 log = logging.getLogger(__name__)
 AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
 STATE_REFRESH_S = 30.0  # state re-read (cache entries, provider) at least this often
@@ -61,6 +68,7 @@ class Daemon:
         self.notifier = Notifier()
         self._link: MqttLink | None = None
         self._hermes: HermesLink | None = None
+        self._esphome: EsphomeServer | None = None
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._last_state: bytes | None = None
@@ -79,7 +87,7 @@ class Daemon:
         sink = AlsaSink(
             a.device, period_ms=a.period_ms, buffer_ms=a.buffer_ms, queue_chunks=a.queue_chunks,
             lead_in_ms=a.lead_in_ms, fade_ms=a.fade_ms, keep_open_s=a.keep_open_s,
-            volume=self.state.volume, mixer=a.mixer,
+            volume=0.0 if self.volumes.muted else self.state.volume, mixer=a.mixer,
         )  # fmt: skip
         cache = PhraseCache(s.cache.dir, max_bytes=s.cache.max_bytes) if s.cache.enabled else None
         tts = make_client(s)
@@ -104,6 +112,10 @@ class Daemon:
                     asyncio.create_task(scheduler.run(), name="scheduler"),
                     asyncio.create_task(self._report_state(scheduler, cache, tts), name="state"),
                 }
+                if s.esphome.enabled:
+                    tasks.add(
+                        asyncio.create_task(self._serve_esphome(scheduler, sink), name="esphome")
+                    )
                 if cache is not None and s.cache.phrases:
                     warmer = PhraseWarmer(s, synth, tts.url, cache)
                     tasks.add(asyncio.create_task(warmer.run(tts), name="warmer"))
@@ -148,6 +160,16 @@ class Daemon:
             routes += self._hermes.routes()
         return routes
 
+    async def _serve_esphome(self, scheduler: Scheduler, sink: AlsaSink) -> None:
+        """Home Assistant's ESPHome native API (the media player), until cancelled."""
+        from edgespeak.inlets.esphome.server import EsphomeServer
+
+        self._esphome = EsphomeServer(
+            self.settings, scheduler, sink, self.volumes, self.state, self._publish,
+            self._state_dirty.set,
+        )  # fmt: skip
+        await self._esphome.run()
+
     def _post(self, topic: str, payload: bytes) -> None:
         assert self._link is not None
         self._link.post(topic, payload)
@@ -159,6 +181,8 @@ class Daemon:
         self.state.observe(event)
         if self._hermes is not None:
             self._hermes.observe(event)
+        if self._esphome is not None:
+            self._esphome.observe(event)
         self._state_dirty.set()
 
     def _on_connected(self) -> None:

@@ -70,3 +70,17 @@ def test_an_unusable_state_dir_is_logged_not_raised(
     (tmp_path / "bad" / "volume").write_text("loud\n")
     assert VolumeStore(tmp_path / "bad").load() is None
     assert "ignoring the stored volume" in caplog.text
+
+
+def test_the_mute_flag_survives_and_setting_a_volume_unmutes(tmp_path: Path) -> None:
+    store = VolumeStore(tmp_path)
+    changes: list[tuple[float | None, bool]] = []
+    store.watch(lambda: changes.append((store.volume, store.muted)))
+    store.save(0.5)
+    store.save_muted(True)
+    again = VolumeStore(tmp_path)
+    assert (again.load(), again.muted) == (pytest.approx(0.5), True)
+    again.save(0.7)
+    third = VolumeStore(tmp_path)
+    assert (third.load(), third.muted) == (pytest.approx(0.7), False)
+    assert changes == [(0.5, False), (0.5, True)]

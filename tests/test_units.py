@@ -132,6 +132,7 @@ def test_secrets_are_optional_credentials() -> None:
     credentials = dict(v.split(":", 1) for v in values("edgespeak.service", "LoadCredential"))
     assert credentials["tts_api_key"] == "edgespeak.tts_api_key"
     assert credentials["mqtt_password"] == "edgespeak.mqtt_password"
+    assert credentials["esphome_key"] == "edgespeak.esphome_key"
     env = " ".join(values("edgespeak.service", "Environment"))
     assert "EDGESPEAK_CACHE__DIR=%C/edgespeak" in env
     assert "EDGESPEAK_DAEMON__STATE_DIR=%S/edgespeak" in env
@@ -331,7 +332,7 @@ def test_stack_runs_in_the_units_sandbox(name: str) -> None:
     """MemoryDenyWriteExecute=yes, SystemCallFilter= and RestrictAddressFamilies= of the unit
     do not break numpy, soxr, libopus, libffi, alsa-lib, sqlite, aiohttp or espeak-ng (a child
     inherits the filters)."""
-    numbers = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10}
+    numbers = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
     listed = " ".join(values(name, "RestrictAddressFamilies")).split()
     families = [numbers[family] for family in listed]
     assert values(name, "MemoryDenyWriteExecute") == ["yes"]
@@ -359,3 +360,49 @@ def test_stack_runs_in_the_units_sandbox(name: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("stack ok")
+
+
+ESPHOME_STACK = r"""
+# [esphome]: the protobuf classes, Noise (cryptography's X25519), mDNS's interface list
+# (getifaddrs: AF_NETLINK) and miniaudio's cffi read callbacks.
+import io, wave, ifaddr, miniaudio, zeroconf
+from aioesphomeapi import api_pb2
+from noise.connection import NoiseConnection
+import edgespeak.inlets.esphome.server, edgespeak.inlets.esphome.noise, edgespeak.audio.pulled
+
+assert api_pb2.HelloRequest(client_info="x").SerializeToString()
+noise = NoiseConnection.from_name(b"Noise_NNpsk0_25519_ChaChaPoly_SHA256")
+noise.set_as_initiator(); noise.set_psks(bytes(32)); noise.set_prologue(b"x")
+noise.start_handshake()
+assert noise.write_message()
+assert ifaddr.get_adapters()
+wav = io.BytesIO()
+with wave.open(wav, "wb") as w:
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000); w.writeframes(bytes(1600))
+class Source(miniaudio.StreamableSource):
+    def __init__(self, data): self.data = data
+    def read(self, n):
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+stream = miniaudio.stream_any(Source(wav.getvalue()), nchannels=1, sample_rate=8000)
+assert sum(len(chunk) for chunk in stream) == 800
+print("esphome ok")
+"""
+
+
+@pytest.mark.usefixtures("sandbox_ready")
+def test_the_esphome_libraries_run_in_the_daemons_sandbox() -> None:
+    """``[esphome]``'s libraries under the daemon unit's rules: AF_NETLINK is listed for mDNS
+    (getifaddrs), and cffi's callbacks need no writable executable memory."""
+    numbers = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
+    listed = " ".join(values("edgespeak.service", "RestrictAddressFamilies")).split()
+    families = ",".join(str(numbers[family]) for family in listed)
+    allowed = ",".join(sorted(allowed_syscalls("edgespeak.service")))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", SANDBOX, str(ROOT), allowed, families,
+         sys.executable, "-c", ESPHOME_STACK],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("esphome ok")

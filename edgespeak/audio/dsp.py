@@ -72,9 +72,7 @@ def _scaled(pcm: bytes, gain: float) -> bytes:
 
 def _enveloped(pcm: bytes, gain: float, envelope: Envelope) -> bytes:
     """Sample i times ``gain`` times ``envelope[i]`` (as many samples as the envelope has)."""
-    return pack(
-        _clip(round(x * gain * e)) for x, e in zip(samples(pcm), envelope, strict=True)
-    )
+    return pack(_clip(round(x * gain * e)) for x, e in zip(samples(pcm), envelope, strict=True))
 
 
 def shape(

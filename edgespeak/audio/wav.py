@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import wave
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgespeak.base.errors import AudioFormatError
 
@@ -59,18 +59,24 @@ def _converted(
 ) -> tuple[bytes, int]:
     """Interleaved integer samples at ``rate`` Hz → s16le mono, resampled to ``rate_hz`` Hz
     when given (numpy and soxr imported here, on first use)."""
-    import numpy as np
     import soxr
 
-    mono = _to_float_mono(frames, width, channels)
+    mono = to_float_mono(frames, width, channels)
     if rate_hz is not None:
         mono = soxr.resample(mono, rate, rate_hz)
         rate = rate_hz
-    packed: bytes = np.clip(np.rint(mono * 32768.0), -32768, 32767).astype("<i2").tobytes()
-    return packed, rate
+    return to_s16(mono * 32768.0), rate
 
 
-def _to_float_mono(frames: bytes, width: int, channels: int) -> NDArray[np.float64]:
+def to_s16(values: NDArray[np.floating[Any]]) -> bytes:
+    """Round to nearest (halves to even), clip to [-32768, 32767] and pack as s16le."""
+    import numpy as np
+
+    packed: bytes = np.clip(np.rint(values), -32768, 32767).astype("<i2").tobytes()
+    return packed
+
+
+def to_float_mono(frames: bytes, width: int, channels: int) -> NDArray[np.float64]:
     """Interleaved integer samples → mono floats in [-1, 1)."""
     import numpy as np
 

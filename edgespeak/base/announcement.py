@@ -25,7 +25,9 @@ class Announcement:
     ``sound``: audio to play instead of speaking ``text`` (a Hermes ``playBytes`` WAV, the
     test-chime button): bytes of s16le mono PCM at ``sound_rate_hz`` Hz; ``text`` then only
     names it in logs. ``topic``: the MQTT topic it came on (or filter, for Hermes playBytes
-    whose last level is a request id); the rate limit counts per topic.
+    whose last level is a request id); the rate limit counts per topic. ``url``: an http(s)
+    media URL to fetch and play instead (Home Assistant's media player); ``text`` then only
+    names it in logs, never with the URL's path or query.
     """
 
     text: str
@@ -44,6 +46,7 @@ class Announcement:
     speed: float | None = None
     volume_db: float | None = None
     latency: Latency | None = None
+    url: str | None = field(default=None, repr=False)
 
     @property
     def rank(self) -> int:

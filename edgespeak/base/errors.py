@@ -50,6 +50,12 @@ class AudioFormatError(EdgespeakError):
     """Audio bytes could not be parsed or decoded (bad Ogg page, bad Opus packet, bad WAV)."""
 
 
+class MediaError(EdgespeakError):
+    """A media URL could not be played: refused, an HTTP error, no answer in time, not audio,
+    cut short, or over a limit. The message names the host at most, never the URL's path or
+    query (Home Assistant puts access tokens there)."""
+
+
 class AudioDeviceError(EdgespeakError):
     """The ALSA output could not be opened or written."""
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 State = Literal["received", "playing", "finished", "interrupted", "expired", "failed"]
-Source = Literal["stream", "cache", "fallback", "sound"]
+Source = Literal["stream", "cache", "fallback", "sound", "url"]
 
 # Wall clock and monotonic clock read together once: event times are the monotonic clock
 # mapped onto the wall clock, so they keep their order and spacing when NTP steps the clock
@@ -32,6 +32,7 @@ class Event:
     ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
     ``chime_gap_ms``: milliseconds of silence between the chime and the speech (chimed only).
     ``warning``: something that went wrong without stopping it (an unknown chime, skipped).
+    ``host``: the host (and port) of a media URL played (source url), never its path or query.
     """
 
     id: str
@@ -44,6 +45,7 @@ class Event:
     reason: str | None = None
     chime_gap_ms: float | None = None
     warning: str | None = None
+    host: str | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:

@@ -7,6 +7,7 @@ and bad values raise :class:`~edgespeak.base.errors.ConfigError` naming the key.
 """
 
 from edgespeak.config.common import AudioFormat, Latency, Section, sanitise_node_id
+from edgespeak.config.esphome import EsphomeConfig
 from edgespeak.config.mqtt import MqttConfig
 from edgespeak.config.secrets import CREDSTORE, credential, read_secret
 from edgespeak.config.sections import (
@@ -34,6 +35,7 @@ __all__ = [
     "AudioFormat",
     "CacheConfig",
     "DaemonConfig",
+    "EsphomeConfig",
     "FallbackConfig",
     "HermesConfig",
     "HomeAssistantConfig",

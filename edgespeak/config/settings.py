@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 from edgespeak.base.errors import ConfigError
 from edgespeak.config.common import sanitise_node_id
+from edgespeak.config.esphome import EsphomeConfig
 from edgespeak.config.mqtt import MqttConfig
 from edgespeak.config.sections import (
     AudioConfig,
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     sounds: SoundsConfig = SoundsConfig()
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     hermes: HermesConfig = HermesConfig()
+    esphome: EsphomeConfig = EsphomeConfig()
 
     @field_validator("node_id")
     @classmethod

@@ -7,6 +7,10 @@ unreachable, server error, timeout), espeak-ng in the daemon (``"fallback"``, ne
 Events: ``playing`` when the first frame is handed to ALSA (with ``ttfa_ms``), then
 ``finished`` or ``failed``.
 
+An announcement with a ``url`` (Home Assistant's media player) plays that media instead
+(``source: "url"``, its events carrying the URL's ``host`` only): fetched and decoded as it
+downloads by :class:`~edgespeak.sources.url.UrlAudio`, within the ``[esphome]`` limits.
+
 Chimes: an announcement with ``chime`` starts its chime (after the lead-in) and its synthesis
 at the same moment; the speech utterance is queued behind the chime as soon as its first audio
 is in, so it follows the chime's last frame with no gap when synthesis is faster than the
@@ -38,6 +42,7 @@ from edgespeak.providers.fish_request import announcement_request
 from edgespeak.sources.cache import PhraseCache, phrase_key
 from edgespeak.sources.espeak import EspeakEngine
 from edgespeak.sources.synthesis import Synthesizer
+from edgespeak.sources.url import UrlAudio, UrlLimits, url_host
 from edgespeak.speaking.chimes import ChimeError, Chimes
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,8 @@ class Speaker:
         Never raises for a failure of the provider, the audio device, the format, the cache or
         the chime (an unusable chime is skipped; the ``finished`` event's ``warning`` says why).
         """
+        if ann.url is not None:
+            return await self._play_url(ann, ann.url)
         if ann.sound is not None:
             return await self._play_sound(ann, ann.sound)
         request = announcement_request(self._settings, ann)
@@ -135,6 +142,20 @@ class Speaker:
             ann, "sound", playback, playback.first_frame_at, underruns=playback.underruns
         )
 
+    async def _play_url(self, ann: Announcement, url: str) -> Event:
+        """Play a media URL (``source: "url"``) at the speech rate, so the device stays open."""
+        e = self._settings.esphome
+        media = UrlAudio(url, self._settings.tts.rate_hz,
+                         UrlLimits(e.max_seconds, e.max_bytes, e.fetch_timeout_s))  # fmt: skip
+        audio = _Audio("url", media.pcm(), lambda: media.rate_hz)
+        try:
+            playback = await self._play(ann, audio, after=None)
+        except EdgespeakError as exc:
+            return self.fail(ann, str(exc), "url")
+        return self._finished(
+            ann, "url", playback, playback.first_frame_at, underruns=playback.underruns
+        )
+
     def _finished(
         self,
         ann: Announcement,
@@ -150,6 +171,7 @@ class Speaker:
             source=source,
             ttfa_ms=_ttfa_ms(ann, first_frame_at) if first_frame_at is not None else None,
             duration_s=round(playback.duration_s, 3),
+            host=_host(ann),
             **extra,
         )
         log.info(
@@ -250,14 +272,20 @@ class Speaker:
             first = await utt.first_frame
         except EdgespeakError:
             return
-        self._publish(Event(ann.id, "playing", source=source, ttfa_ms=_ttfa_ms(ann, first)))
+        ttfa_ms = _ttfa_ms(ann, first)
+        self._publish(Event(ann.id, "playing", source=source, ttfa_ms=ttfa_ms, host=_host(ann)))
 
     def fail(self, ann: Announcement, error: str, source: Source | None = None) -> Event:
         """Log and publish a ``failed`` event for ``ann``; returns it."""
         log.error("announcement %s failed: %s", ann.id, error)
-        event = Event(ann.id, "failed", source=source, error=error)
+        event = Event(ann.id, "failed", source=source, error=error, host=_host(ann))
         self._publish(event)
         return event
+
+
+def _host(ann: Announcement) -> str | None:
+    """The media URL's host for the events (never its path or query), or None."""
+    return url_host(ann.url) if ann.url is not None else None
 
 
 def _gain(ann: Announcement) -> float:
