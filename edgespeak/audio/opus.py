@@ -8,10 +8,12 @@ granule position tells a decoder where to cut the end (§4.4): total playable ou
 
 from __future__ import annotations
 
+import ctypes
 import secrets
 import struct
 
 import opuslib_next
+from opuslib_next.api import decoder as opus_api
 
 from edgespeak.audio import dsp
 from edgespeak.audio.ogg import OggPacket, OggPacketReader, OggPageWriter
@@ -42,6 +44,7 @@ class OggOpusDecoder:
     def __init__(self) -> None:
         self._reader = OggPacketReader()
         self._decoder: opuslib_next.Decoder | None = None
+        self._pcm = (ctypes.c_int16 * _MAX_FRAME)()  # libopus decodes into this, every packet
         self._have_tags = False
         self._pre_skip = 0
         self._gain = 1.0
@@ -128,10 +131,14 @@ class OggOpusDecoder:
         if not data:
             raise AudioFormatError("empty Opus packet (RFC 6716 §3.4: at least one byte)")
         assert self._decoder is not None
-        try:
-            pcm = bytes(self._decoder.decode(data, _MAX_FRAME))
-        except opuslib_next.OpusError as exc:
+        # libopus itself, into the one buffer: opuslib_next's decode() allocates 11.5 KB per
+        # packet in a ctypes reference cycle, garbage that waits for the cyclic collector.
+        state = self._decoder.decoder_state
+        samples = opus_api.libopus_decode(state, data, len(data), self._pcm, _MAX_FRAME, 0)
+        if samples < 0:
+            exc = opuslib_next.OpusError(samples)
             raise AudioFormatError(f"corrupt Opus packet: {exc}") from exc
+        pcm = ctypes.string_at(self._pcm, samples * FRAME_BYTES)
         self._decoded += len(pcm) // FRAME_BYTES
         return pcm
 
