@@ -32,8 +32,6 @@ from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
-from edgespeak.inlets.hermes.routes import HermesLink
-from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
 from edgespeak.inlets.mqtt.connect import Topics
@@ -49,8 +47,9 @@ from edgespeak.speaking.chimes import Chimes
 from edgespeak.speaking.speaker import Speaker
 from edgespeak.speaking.volume import VolumeStore
 
-if TYPE_CHECKING:  # imported at run time only when [esphome] enabled (its libraries)
+if TYPE_CHECKING:  # imported at run time only when enabled: a disabled inlet costs no memory
     from edgespeak.inlets.esphome.server import EsphomeServer
+    from edgespeak.inlets.hermes.routes import HermesLink
 
 log = logging.getLogger(__name__)
 AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
@@ -154,6 +153,8 @@ class Daemon:
         if s.homeassistant.enabled:
             routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
         if s.hermes.enabled:
+            from edgespeak.inlets.hermes.routes import HermesLink
+
             self._hermes = HermesLink(
                 s.hermes.site_id, commands.submit, self._post, self._publish, s.limits
             )
@@ -192,11 +193,15 @@ class Daemon:
         self._state_dirty.set()
 
     def _on_ha_status(self, msg: Incoming) -> None:
+        from edgespeak.inlets.homeassistant.discovery import is_birth
+
         if is_birth(msg.topic, msg.payload, self.settings):
             log.info("Home Assistant is online: publishing discovery again")
             self._on_connected()
 
     def _publish_discovery(self) -> None:
+        from edgespeak.inlets.homeassistant.discovery import discovery_messages
+
         assert self._link is not None
         for topic, payload in discovery_messages(self.settings, self.topics, version=__version__):
             self._link.post(topic, payload, retain=True)
