@@ -8,7 +8,9 @@ enabled``, Home Assistant's ESPHome integration connects too
 (:mod:`edgespeak.inlets.esphome`): its media player's URLs go to the same scheduler, and
 it follows every event. Every event is published,
 updates the retained node state and answers Hermes. Home Assistant discovery is published at
-every connection and when Home Assistant's status topic says ``online``.
+every connection and when Home Assistant's status topic says ``online``. What is disabled is
+not imported (Hermes, Cartesia, ESPHome, discovery); start-up's memory is settled once ready,
+and memory is given back each time the node goes idle (:mod:`edgespeak.base.memory`).
 
 systemd (:mod:`edgespeak.base.systemd`): ``READY=1`` once the broker link is up and the TTS
 connection warm, or after ``[daemon] ready_wait_s`` with ``STATUS=`` saying what is degraded;
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from edgespeak import __version__
 from edgespeak.audio.alsa import AlsaSink
+from edgespeak.base import memory
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.base.systemd import Notifier, watchdog_loop
@@ -212,6 +215,7 @@ class Daemon:
         """Publish the retained state whenever it changes (re-read at least every
         ``STATE_REFRESH_S`` seconds for what changes without an event)."""
         assert self._link is not None
+        was_speaking = False
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STATE_REFRESH_S):
@@ -226,6 +230,9 @@ class Daemon:
                 self._last_state = payload
                 self._link.post(self.topics.state, payload, retain=True)
                 self.notifier.status(self._summary())
+            if was_speaking and not self.state.speaking:  # idle again: memory back to the system
+                await asyncio.to_thread(memory.release)
+            was_speaking = self.state.speaking
 
     def _summary(self) -> str:
         st = self.state
@@ -254,8 +261,9 @@ class Daemon:
                 status = f"degraded: TTS provider refused: {tts.refusal}{reach}"
             log.warning("running %s", status)
             self.notifier.ready(status)
-            return
-        self.notifier.ready("ready: broker connected, TTS connection warm")
+        else:
+            self.notifier.ready("ready: broker connected, TTS connection warm")
+        await asyncio.to_thread(memory.settle_startup)  # start-up's garbage freed, the rest frozen
 
     @staticmethod
     def _internal_error(speaker: Speaker) -> Callable[[Announcement, BaseException], None]:

@@ -1,0 +1,48 @@
+"""The daemon loads what it uses: a real ``edgespeak run`` with the default features speaks, and
+the modules it imported over its whole life (``-X importtime``'s log) include none of a disabled
+feature's, nor numpy, soxr or the libraries it no longer needs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from harness.stack import stop_process
+from tests.conftest import Stack, daemon_process, watching
+
+# Never in a daemon with the default features, whatever it speaks (prefixes of module names).
+NOT_LOADED = (
+    "numpy", "soxr", "limits", "humanize", "tqdm",  # the DSP is plain Python; no limits library
+    "edgespeak.server", "edgespeak.cli.cache", "edgespeak.cli.doctor",  # other commands
+    "edgespeak.providers.cartesia", "edgespeak.providers.voices",  # provider fish; no voices
+    "edgespeak.inlets.hermes",  # [hermes] disabled
+    "edgespeak.inlets.esphome", "aioesphomeapi", "zeroconf", "noise", "miniaudio",  # [esphome]
+    "edgespeak.audio.media", "edgespeak.audio.resample",  # no media URL
+    "edgespeak.sources.piper", "piper", "onnxruntime",  # Piper, once it exists
+)  # fmt: skip
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "opus"])
+async def test_a_default_daemon_imports_nothing_of_what_it_does_not_use(
+    stack: Stack, fmt: str
+) -> None:
+    config = stack.config(fmt=fmt, rate=22050 if fmt == "pcm" else 48000)
+    with daemon_process(
+        config, stack.capture, stack.workdir, env={"PYTHONPROFILEIMPORTTIME": "1"}
+    ) as proc:
+        async with watching(stack.broker.port) as w:
+            chime = {"chime": "doorbell"} if fmt == "pcm" else {}  # the chime is 22050 Hz
+            body = {"text": "Someone is at the front door.", "id": "door", **chime}
+            await w.announce(json.dumps(body))
+            done = await w.wait("finished", "failed", ann_id="door")
+        stop_process(proc)
+    assert done["state"] == "finished", done
+    log = stack.daemon_log.read_text()
+    imported = {name for _, name in IMPORTED.findall(log)}
+    assert {"edgespeak.daemon", "aiomqtt", "aiohttp", "pydantic"} <= imported, "log not parsed"
+    loaded = sorted(m for m in imported if m.startswith(NOT_LOADED))
+    assert loaded == [], f"imported though unused: {loaded}"
+    assert "start-up settled" in log, "the start-up's memory was not settled"
