@@ -1,13 +1,13 @@
 """Provider synthesis with single flight: one stream per phrase, however many want it.
 
-A :class:`Flight` is one provider session for one cache key, decoded to PCM as it arrives and
-teed into the phrase cache on a thread of its own (the audio is handed on first and never waits
-for the disk). Everyone who wants that phrase while the flight is under way (two
-announcements of the same doorbell phrase, an announcement racing the startup pre-warm)
-follows the same flight from its first chunk instead of starting a second session. The cache
-entry is committed only when the provider ended the session with ``finish`` (reason ``stop``)
-and sent audio. A flight nobody follows any more is cancelled, unless it was started to fill
-the cache (``keep``), which runs to the end.
+A :class:`Flight` is one provider session for one cache key, decoded to PCM as it arrives (Opus
+in a thread, off the event loop) and teed into the phrase cache on a thread of its own (the
+audio is handed on first and never waits for the disk). Everyone who wants that phrase while
+the flight is under way (two announcements of the same doorbell phrase, an announcement racing
+the startup pre-warm) follows the same flight from its first chunk instead of starting a second
+session. The cache entry is committed only when the provider ended the session with ``finish``
+(reason ``stop``) and sent audio. A flight nobody follows any more is cancelled, unless it was
+started to fill the cache (``keep``), which runs to the end.
 
 A flight can be joined from its start only while it holds every chunk: until it ends, or until
 it has produced :data:`JOIN_WINDOW_BYTES` (then the next request for the phrase starts a
@@ -34,6 +34,10 @@ from edgespeak.sources.cache import CacheWriter, PhraseCache
 
 log = logging.getLogger(__name__)
 JOIN_WINDOW_BYTES = 1024 * 1024  # 24 s of PCM at 22050 Hz, 11 s at 48 kHz
+# Decoded in a thread, chunk by chunk: a provider faster than real time delivers seconds of Opus
+# at once, and libopus on the event loop held it ~20 ms per second of audio here (5-10 times
+# that on a Pi). libopus releases the GIL: the loop runs meanwhile.
+DECODED_IN_THREAD = frozenset({"opus"})
 
 
 class Flight:
@@ -179,7 +183,11 @@ class Synthesizer:
         tee = _CacheTee(self._cache, flight.key, text, voice)
         try:
             async for chunk in self._tts.stream(text, request):
-                if pcm := decoder.feed(chunk):
+                if self._format in DECODED_IN_THREAD:
+                    pcm = await asyncio.to_thread(decoder.feed, chunk)
+                else:
+                    pcm = decoder.feed(chunk)
+                if pcm:
                     self._add(flight, tee, pcm, decoder.rate_hz)
             if tail := decoder.finish():
                 self._add(flight, tee, tail, decoder.rate_hz)
