@@ -26,7 +26,6 @@ from typing import Any
 
 from bench.common import (
     PHRASES,
-    TERMINAL,
     Events,
     Seen,
     peak_rss_mib,
@@ -35,6 +34,7 @@ from bench.common import (
     watching,
     write_config,
 )
+from edgespeak.base.events import TERMINAL
 from harness import stack
 
 BURST_TEXT = "{phrase} Burst {i}."

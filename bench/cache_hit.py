@@ -79,6 +79,7 @@ from bench.common import (
     write_config,
 )
 from bench.fifo import Arrival, FifoReader, between
+from edgespeak.base.events import TERMINAL
 from harness.stack import (
     LocalServer,
     Mosquitto,
@@ -146,7 +147,7 @@ class Bench:
             ann_id = str(event.get("id"))
             if event.get("state") == "playing":
                 self.playing[ann_id] = event
-            elif event.get("state") in ("finished", "failed"):
+            elif event.get("state") in TERMINAL:
                 fut = self.events.pop(ann_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result(event)
@@ -161,7 +162,7 @@ class Bench:
         async with asyncio.timeout(TRIAL_TIMEOUT_S):
             event = await fut
         if event["state"] != "finished":
-            raise RuntimeError(f"{ann_id} failed: {event.get('error')}")
+            raise RuntimeError(f"{ann_id} {event['state']}: {event.get('error')}")
         return sent, event
 
     async def fill(self, texts: list[str]) -> list[Phrase]:

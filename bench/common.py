@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 
+from edgespeak.base.events import TERMINAL
 from harness import stack
 
 NODE = "bench"
@@ -29,7 +30,6 @@ TOPIC = f"edgespeak/{NODE}"
 ANNOUNCE_TOPIC = f"{TOPIC}/announce"
 EVENT_TOPIC = f"{TOPIC}/event"
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-TERMINAL = {"finished", "failed", "interrupted", "expired"}
 # No benchmark wants the per-topic rate limit ([limits] rate, default 20/minute) in its way.
 UNLIMITED_RATE = "1000000/second"
 
@@ -248,7 +248,7 @@ class Events:
         async with asyncio.timeout(timeout_s), self._changed:
             while True:
                 for at, event in self.seen[after:]:
-                    if event.get("id") == ann_id and event["state"] in TERMINAL | {state}:
+                    if event.get("id") == ann_id and event["state"] in {*TERMINAL, state}:
                         if event["state"] != state:
                             raise RuntimeError(f"{ann_id}: expected {state}, got {event}")
                         return at, event

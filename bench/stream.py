@@ -2,7 +2,7 @@
 to the official Fish SDK's per-call connection; on loopback and over an emulated internet link.
 
 The server is ``edgespeak serve`` (espeak-ng) with ``close_after_finish = true``: it closes
-each connection after ``finish``, as Fish's cloud documents (shared/protocols.md §1), so the
+each connection after ``finish``, as Fish's cloud documents (docs/protocols.md §1), so the
 daemon's advantage is only the connection it opens ahead of time, never a reused one. The
 server logs, per session, the milliseconds from handling ``start`` to sending the first
 ``audio`` (``first audio after X ms``): the server's own time to first audio, read back here

@@ -15,8 +15,15 @@ and memory is given back each time the node goes idle (:mod:`edgespeak.base.memo
 systemd (:mod:`edgespeak.base.systemd`): ``READY=1`` once the broker link is up and the TTS
 connection warm, or after ``[daemon] ready_wait_s`` with ``STATUS=`` saying what is degraded;
 ``WATCHDOG=1`` only while every task runs and the ALSA writer is not stuck in one call for
-``AUDIO_STALL_S``; ``STOPPING=1`` on SIGTERM/SIGINT, then ``offline`` is published and the PCM
-closed.
+``AUDIO_STALL_S``; ``STOPPING=1`` on SIGTERM/SIGINT.
+
+Lifecycle: task groups own every task. The broker link's group encloses the others', so the
+link is the last to go. On stop the scheduler is closed (the playing announcement and the
+waiting ones end ``interrupted``, newcomers fail), the other tasks are cancelled, the events
+still in the outbox are published, then ``offline`` (retained), and only then is the link
+cancelled and the PCM closed. A task that crashes makes its group cancel the rest; the link
+still publishes what it holds and ``offline`` (when the crashed task is the link itself, the
+broker publishes the will), and :func:`run` logs the crash and returns exit code 1.
 """
 
 from __future__ import annotations
@@ -37,8 +44,8 @@ from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
-from edgespeak.inlets.mqtt.connect import Topics
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
+from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.providers.client import TtsClient
 from edgespeak.providers.factory import make_client
 from edgespeak.scheduling.scheduler import Scheduler
@@ -56,6 +63,7 @@ if TYPE_CHECKING:  # imported at run time only when enabled: a disabled inlet co
 
 log = logging.getLogger(__name__)
 AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
+STOP_WAIT_S = 5.0  # at most this long for the playing announcement to end on stop (fade-out)
 STATE_REFRESH_S = 30.0  # state re-read (cache entries, provider) at least this often
 
 
@@ -64,7 +72,7 @@ class Daemon:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+        self.topics = Topics.from_settings(settings)
         self.state = NodeState()
         self.volumes = VolumeStore(settings.daemon.state_dir)
         self.notifier = Notifier()
@@ -109,46 +117,65 @@ class Daemon:
                     self._state_dirty.set,
                 )  # fmt: skip
                 self._link = link = MqttLink(s, self._routes(commands), self._on_connected)
-                tasks = {
-                    asyncio.create_task(link.run(), name="mqtt"),
-                    asyncio.create_task(scheduler.run(), name="scheduler"),
-                    asyncio.create_task(self._report_state(scheduler, cache, tts), name="state"),
-                }
-                if s.esphome.enabled:
-                    tasks.add(
-                        asyncio.create_task(self._serve_esphome(scheduler, sink), name="esphome")
-                    )
+                warmer = None
                 if cache is not None and s.cache.phrases:
                     warmer = PhraseWarmer(s, synth, tts.url, cache)
-                    tasks.add(asyncio.create_task(warmer.run(tts), name="warmer"))
-
-                def healthy() -> bool:
-                    return not any(t.done() for t in tasks) and sink.stalled_s() < AUDIO_STALL_S
-
-                helpers = {
-                    asyncio.create_task(self._notify_ready(link, tts), name="ready"),
-                    asyncio.create_task(watchdog_loop(self.notifier, healthy), name="watchdog"),
-                }
-                stop_task = asyncio.create_task(self._stopping.wait())
-                done, _ = await asyncio.wait(
-                    tasks | {stop_task}, return_when=asyncio.FIRST_COMPLETED
-                )
-                self.notifier.stopping()
-                for task in done - {stop_task}:
-                    task.result()  # a crashed task is a bug: let it surface
-                await link.close()
-                for task in tasks | helpers | {stop_task}:
-                    task.cancel()
-                for task in tasks | helpers | {stop_task}:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                await synth.close()
+                try:
+                    async with asyncio.TaskGroup() as group:  # the broker link outlives the rest
+                        link_task = group.create_task(link.run(), name="mqtt")
+                        try:
+                            await self._serve(link_task, scheduler, warmer, cache, tts, sink)
+                        finally:  # stopped, or a task crashed: the last events, then offline
+                            await link.close()
+                            link_task.cancel()
+                finally:
+                    await synth.close()
         finally:
             await asyncio.to_thread(sink.close)
             if cache is not None:
                 cache.close()
             self.notifier.close()
             log.info("stopped")
+
+    async def _serve(
+        self,
+        link_task: asyncio.Task[None],
+        scheduler: Scheduler,
+        warmer: PhraseWarmer | None,
+        cache: PhraseCache | None,
+        tts: TtsClient,
+        sink: AlsaSink,
+    ) -> None:
+        """Run every task but the broker link's in one TaskGroup until :meth:`stop`, then close
+        the scheduler (each announcement gets its last event: the playing and waiting ones
+        ``interrupted``) and cancel the rest. A task that crashes makes the group cancel the
+        others and raise ExceptionGroup."""
+        assert self._link is not None
+        async with asyncio.TaskGroup() as group:
+            scheduler_task = group.create_task(scheduler.run(), name="scheduler")
+            workers = [group.create_task(self._report_state(scheduler, cache, tts), name="state")]
+            if warmer is not None:
+                workers.append(group.create_task(warmer.run(tts), name="warmer"))
+            if self.settings.esphome.enabled:
+                esphome = self._serve_esphome(scheduler, sink)
+                workers.append(group.create_task(esphome, name="esphome"))
+            watched = [link_task, scheduler_task, *workers]
+
+            def healthy() -> bool:
+                return not any(t.done() for t in watched) and sink.stalled_s() < AUDIO_STALL_S
+
+            helpers = [
+                group.create_task(self._notify_ready(self._link, tts), name="ready"),
+                group.create_task(watchdog_loop(self.notifier, healthy), name="watchdog"),
+            ]
+            await self._stopping.wait()
+            self.notifier.stopping()
+            scheduler.close("the daemon is stopping")
+            _, late = await asyncio.wait({scheduler_task}, timeout=STOP_WAIT_S)
+            if late:
+                log.warning("the playing announcement did not stop within %g s", STOP_WAIT_S)
+            for task in [scheduler_task, *workers, *helpers]:
+                task.cancel()
 
     def _routes(self, commands: Commands) -> list[Route]:
         s = self.settings
@@ -275,10 +302,26 @@ class Daemon:
         return report
 
 
-async def run(settings: Settings) -> None:
-    """Run a daemon with SIGTERM/SIGINT handlers installed."""
+async def run(settings: Settings) -> int:
+    """Run a daemon with SIGTERM/SIGINT handlers installed. Returns the exit code: 0 once
+    stopped, 1 when one of its tasks crashed (logged, CRITICAL, with the traceback)."""
     daemon = Daemon(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
-    await daemon.run()
+    try:
+        await daemon.run()
+    except ExceptionGroup as crashed:
+        for exc in _leaves(crashed):
+            log.critical("a daemon task crashed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return 1
+    return 0
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group`` and the groups nested in it."""
+    return [
+        leaf
+        for exc in group.exceptions
+        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]

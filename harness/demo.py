@@ -20,6 +20,7 @@ from typing import Any
 
 import aiomqtt
 
+from edgespeak.base.events import TERMINAL
 from harness.stack import (
     STARTUP_S,
     LocalServer,
@@ -126,7 +127,8 @@ async def _announce_all(port: int, texts: list[str], server: LocalServer) -> boo
                 )
             else:
                 ok = False
-                print(f"{n:>2}  FAILED: {event.get('error')}  {text}", file=sys.stderr)
+                state = str(event.get("state")).upper()
+                print(f"{n:>2}  {state}: {event.get('error')}  {text}", file=sys.stderr)
     return ok
 
 
@@ -142,7 +144,7 @@ async def _final_event(messages: AsyncIterator[tuple[str, bytes]], ann_id: str) 
             topic, payload = await anext(messages)
             if topic.endswith("/event"):
                 event = json.loads(payload)
-                if event.get("id") == ann_id and event.get("state") in ("finished", "failed"):
+                if event.get("id") == ann_id and event.get("state") in TERMINAL:
                     return dict(event)
 
 

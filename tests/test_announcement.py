@@ -124,6 +124,47 @@ def test_json_that_is_not_an_object_is_refused(payload: bytes) -> None:
         parse_payload(payload)
 
 
+DEEP = b"[" * 10_000  # past the decoder's recursion limit, within the 16 KiB payload limit
+LONG_INT = b"1" * 5000  # past Python's 4300-digit limit on int() of a string
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (DEEP, "JSON is nested too deeply to decode"),
+        (b"[" * 5000 + b"]" * 5000, "JSON is nested too deeply to decode"),  # well-formed
+        (b'{"text": "Hi", "x": ' + DEEP + b"}", "JSON is nested too deeply to decode"),
+        (b"[" + LONG_INT + b"]", "JSON cannot be decoded: Exceeds the limit (4300 digits)"),
+        (b'{"text": "Hi", "n": ' + LONG_INT + b"}", "JSON cannot be decoded: Exceeds the limit"),
+    ],
+)
+def test_json_the_decoder_itself_cannot_take_is_refused_saying_why(
+    payload: bytes, message: str
+) -> None:
+    """Not only malformed JSON: nesting past the recursion limit (RecursionError) and a
+    number past Python's int digit limit (ValueError) are refusals too, not internal errors."""
+    with pytest.raises(PayloadError) as info:
+        parse_payload(payload)
+    assert str(info.value).startswith(message), info.value
+    assert "set_int_max_str_digits" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"text": "Hi \\ud800 there."}', r"text is not valid Unicode: a lone surrogate "
+         r"\(\\ud800 at character 4\)"),
+        (b'{"text": "Hi.", "id": "a\\udfff"}', "field 'id' is not valid Unicode"),
+        (b'{"text": "Hi.", "voice": "\\ud800"}', "field 'voice' is not valid Unicode"),
+    ],
+)  # fmt: skip
+def test_a_lone_surrogate_escape_is_refused_naming_the_field(body: bytes, message: str) -> None:
+    """JSON can spell half a surrogate pair ("\\ud800"), which is no character: it cannot be
+    encoded as UTF-8 for the TTS request, the cache key or a reply, so it is refused here."""
+    with pytest.raises(PayloadError, match=message):
+        parse_payload(body)
+
+
 def test_malformed_json_error_says_where() -> None:
     with pytest.raises(PayloadError, match=r"malformed JSON \(.*line 1 column \d+\)"):
         parse_payload(b"{oops")

@@ -1,7 +1,7 @@
 """The local server's Cartesia WebSocket, driven by the official ``cartesia`` SDK and raw frames.
 
 The SDK (PyPI ``cartesia[websockets]`` 4.x) runs the continuation example of
-shared/seeds/004 against our server; the audio is compared with what espeak-ng itself says.
+docs/protocols.md §7 against our server; the audio is compared with what espeak-ng itself says.
 Protocol details the SDK hides (field checks, errors, cancel, idle close) use a plain aiohttp
 client sending JSON frames.
 """
@@ -58,7 +58,7 @@ def sdk_clients(port: int, key: str = KEY) -> dict[str, str]:
 
 
 def continuation_example(port: int) -> tuple[bytes, list[str], set[str | None]]:
-    """shared/seeds/004's ``tts_websocket_continuations``, collecting instead of writing a
+    """``tts_websocket_continuations`` of docs/protocols.md §7, collecting instead of writing a
     file: (audio, response types, context ids of the responses)."""
     client = Cartesia(**sdk_clients(port))
     audio, types, ids = bytearray(), [], set()

@@ -16,6 +16,7 @@ import aiomqtt
 from harness.stack import edgespeak_command
 from tests.conftest import Stack, base_env, daemon_process, watching
 from tests.helpers import snr_db
+from tests.test_scheduler import HOLD, held_provider
 
 DOOR = "Someone is at the front door."
 WASHER = "The washing machine has finished. Please empty it."
@@ -151,8 +152,24 @@ async def test_say_command_reports_source_and_exit_code(stack: Stack) -> None:
     assert "unknown voice 'no-such-voice'" in bad.stderr
 
 
-async def _run_say(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = edgespeak_command("say", *args, "--config", str(config), "--timeout", "30")
+async def test_say_command_reports_an_interrupted_announcement_at_once(stack: Stack) -> None:
+    """Any last event ends the wait: interrupted (or expired) is reported as such, exit 1,
+    instead of waiting out the timeout for a finished or failed that never comes."""
+    async with held_provider() as provider:
+        config = stack.config(tts_url=provider.url)
+        async with stack.daemon(config) as w:
+            say = asyncio.create_task(_run_say(config, HOLD, timeout_s=15))
+            await w.wait("playing")
+            await w.client.publish("edgespeak/testnode/stop", b"", qos=1)
+            result = await say
+    assert result.returncode == 1
+    assert result.stderr == "interrupted: stopped\n"
+
+
+async def _run_say(
+    config: Path, *args: str, timeout_s: float = 30
+) -> subprocess.CompletedProcess[str]:
+    cmd = edgespeak_command("say", *args, "--config", str(config), "--timeout", f"{timeout_s:g}")
     return await asyncio.to_thread(
         subprocess.run, cmd, capture_output=True, text=True, env=base_env(), timeout=60
     )

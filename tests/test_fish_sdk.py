@@ -1,5 +1,5 @@
 """The official Fish Audio SDK (PyPI ``fish-audio-sdk`` 1.3.0, package ``fishaudio``) against
-our server: the seed guides' examples (shared/seeds/000, 001), run as written apart from the
+our server: the examples of Fish's SDK guides (docs/protocols.md §7), run as written apart from the
 API key, ``base_url`` and the format (their default, mp3, is refused clearly: see the first
 test). Audio is decoded with our decoders, Python's ``wave`` and ``opusdec``, and its length
 compared with what espeak-ng itself says for the same text, voice and speed.

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from edgespeak.base.announcement import PRIORITY_RANK, Announcement
 from edgespeak.base.errors import PayloadError, TtsProtocolError
 from edgespeak.config import ServerConfig
-from edgespeak.inlets.hermes.messages import parse_say
+from edgespeak.inlets.hermes.messages import parse_say, say_finished
 from edgespeak.inlets.payload import parse_payload
 from edgespeak.server.app import build_app
 from edgespeak.wire import fish as fp
@@ -56,7 +56,10 @@ SPECIFIC = re.compile(
     r"|payload is not valid UTF-8 \(byte \d+\)"
     r"|malformed JSON \(.+; line \d+ column \d+\)"
     r"|JSON payload must be an object.*"
+    r"|JSON is nested too deeply to decode"
+    r"|JSON cannot be decoded: .+"
     r"|text is empty( after removing control characters)?"
+    r"|text is not valid Unicode: a lone surrogate \(.+\)"
     r"|text is \d+ characters; the limit is \d+ \(\[limits\] max_text_chars\))$",
     re.DOTALL,
 )
@@ -74,7 +77,8 @@ word = st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
 any_value = st.one_of(
     word,
     st.text("ab", min_size=125, max_size=135),  # around the 128-character limit on names
-    st.text(max_size=12),  # control characters, surrogates, anything
+    st.text(max_size=12),  # control characters, anything (st.text() leaves surrogates out)
+    st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3),  # lone surrogates
     st.integers(-10, 10_000) | st.floats() | st.sampled_from([0, 1, 0.5, 5000, 5001]),
     texts,
     json_values,
@@ -96,7 +100,9 @@ valid_say = st.fixed_dictionaries(
 
 
 def as_json(obj: Any, ascii_only: bool) -> bytes:
-    return json.dumps(obj, ensure_ascii=ascii_only).encode()
+    """JSON of ``obj``: a lone surrogate as a ``\\ud800`` escape, or (not ASCII) as the bytes
+    of its code point, which is not valid UTF-8."""
+    return json.dumps(obj, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
 
 
 payloads = (  # anything: bytes, text, any JSON, objects with any of the fields
@@ -142,6 +148,8 @@ def check_refusal(exc: PayloadError, payload: bytes) -> None:
 def check_announcement(ann: Announcement, max_chars: int) -> None:
     assert is_clean(ann.text) and len(ann.text) <= max_chars, ann
     assert ann.id, ann
+    for text in (ann.text, ann.id, ann.voice or ""):
+        text.encode("utf-8")  # no lone surrogate: every string can be sent and stored
     assert ann.priority in PRIORITY_RANK
     assert ann.volume is None or 0.0 <= ann.volume <= 1.0
     assert ann.ttl_s is None or ann.ttl_s > 0
@@ -175,6 +183,7 @@ def parse_hermes(payload: bytes, limit: dict[str, int]) -> Announcement | None:
         return None
     check_announcement(say.announcement, limit["max_chars"])
     assert say.site_id == SITE
+    assert json.loads(say_finished(say))["sessionId"] == say.session_id  # the reply can be sent
     assert not say.hermes_id or say.announcement.id == say.hermes_id  # echoed in sayFinished
     return say.announcement
 

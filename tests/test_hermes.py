@@ -191,6 +191,28 @@ def test_undecodable_say_payloads(raw: bytes, message: str) -> None:
         say(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[" * 10_000, "JSON is nested too deeply to decode"),
+        (b'{"text": "Hi", "x": ' + b"[" * 10_000 + b"}", "JSON is nested too deeply"),
+        (b'{"text": "Hi", "n": ' + b"1" * 5000 + b"}", "JSON cannot be decoded: Exceeds"),
+    ],
+)
+def test_say_the_json_decoder_cannot_take_is_refused_saying_why(raw: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=message):
+        say(raw)
+
+
+@pytest.mark.parametrize("field", ["text", "id", "sessionId", "lang", "siteId"])
+def test_say_with_a_lone_surrogate_escape_is_refused_naming_the_field(field: str) -> None:
+    body = {"text": "Hi", "siteId": "kitchen", "id": "x1"} | {field: "a\ud800"}
+    raw = json.dumps(body).encode()  # ASCII: the surrogate is a \ud800 escape
+    with pytest.raises(PayloadError, match=f"field '{field}' is not valid Unicode") as info:
+        say(raw)
+    assert info.value.announcement_id == (None if field in ("id", "siteId") else "x1")
+
+
 def test_say_finished_echoes_id_session_and_site() -> None:
     s = say(RHASSPY_SAY_FULL)
     assert s is not None

@@ -58,3 +58,59 @@ async def test_oversize_control_character_and_flood_inputs_fail_and_the_rest_pla
     assert stack.capture.read() == expected
     log = stack.daemon_log.read_text()
     assert log.count("rate limit: more than 5/minute on edgespeak/all/announce") == 1
+
+
+DEEP = b"[" * 10_000  # within the 16 KiB payload limit, past the JSON decoder's recursion limit
+LONG_INT = b"1" * 5000  # past Python's 4300-digit limit on int() of a string
+
+
+async def test_json_the_decoder_cannot_take_fails_with_an_event_on_every_inlet(
+    stack: Stack,
+) -> None:
+    """Announce and Hermes say payloads that make the JSON decoder raise something other than
+    a decode error (RecursionError, ValueError) each end in a ``failed`` event saying why,
+    not in an "internal error" log line with no event; the next announcement still plays."""
+    config = stack.config()
+    config.write_text(config.read_text() + '[hermes]\nenabled = true\nsite_id = "kitchen"\n')
+    async with stack.daemon(config) as w:
+        failed = []
+        for topic, payload in [
+            ("edgespeak/testnode/announce", DEEP),
+            ("edgespeak/testnode/announce", b'{"id": "n-1", "text": "Hi", "n": ' + LONG_INT + b"}"),
+            ("hermes/tts/say", b'{"text": "Hi", "siteId": "kitchen", "x": ' + DEEP + b"}"),
+            ("hermes/tts/say", b'{"text": "Hi", "siteId": "kitchen", "n": ' + LONG_INT + b"}"),
+        ]:
+            after = len(w.events)
+            await w.client.publish(topic, payload, qos=1)
+            failed.append(await w.wait("failed", after=after, timeout_s=10))
+        good = await w.say("The washing is done.", "good-1")
+    deep = "JSON is nested too deeply to decode"
+    digits = "JSON cannot be decoded: Exceeds the limit"
+    assert [e["error"][: len(deep)] for e in failed[::2]] == [deep, deep]
+    assert [e["error"][: len(digits)] for e in failed[1::2]] == [digits, digits]
+    assert good["state"] == "finished"
+    assert "internal error" not in stack.daemon_log.read_text()
+
+
+async def test_lone_surrogate_escapes_fail_clearly_and_the_daemon_stays_up(stack: Stack) -> None:
+    """JSON escapes of half a surrogate pair passed the parsers: the text one failed later as
+    an "internal error", and a Hermes sessionId one made the sayFinished reply raise (an
+    ``interrupted`` one crashed the scheduler, taking the daemon down). Both are refused
+    naming the field, and the daemon speaks on."""
+    config = stack.config()
+    config.write_text(config.read_text() + '[hermes]\nenabled = true\nsite_id = "kitchen"\n')
+    async with stack.daemon(config) as w:
+        say = {"text": "Hi.", "siteId": "kitchen", "id": "h-1", "sessionId": "\ud800"}
+        await w.client.publish("hermes/tts/say", json.dumps(say), qos=1)
+        hermes = await w.wait("finished", "failed", ann_id="h-1")
+        await w.announce(json.dumps({"text": "Hi \ud800 there.", "id": "s-1"}))
+        text = await w.wait("finished", "failed", ann_id="s-1")
+        good = await w.say("The washing is done.", "good-1")
+    assert w.states("h-1") == ["failed"]
+    assert hermes["error"] == "field 'sessionId' is not valid Unicode: a lone surrogate " + (
+        "(\\ud800 at character 1)"
+    )
+    assert w.states("s-1") == ["failed"]
+    assert text["error"].startswith("text is not valid Unicode: a lone surrogate")
+    assert good["state"] == "finished"
+    assert "internal error" not in stack.daemon_log.read_text()

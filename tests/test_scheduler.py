@@ -136,6 +136,39 @@ async def test_duplicate_ids_are_spoken_once(stack: Stack) -> None:
     assert "ignoring duplicate announcement id dup-1" in stack.daemon_log.read_text()
 
 
+async def test_an_id_refused_or_dropped_for_a_full_queue_is_spoken_when_sent_again(
+    stack: Stack,
+) -> None:
+    """Only an accepted id is remembered: one that failed with "queue full" (refused, or
+    dropped for a higher-priority newcomer) was never spoken, so sending it again once the
+    queue has room speaks it instead of ignoring it without an event."""
+    async with held_provider() as provider:
+        config = stack.config(tts_url=provider.url)
+        config.write_text(config.read_text() + "[daemon]\nqueue_max = 2\n")
+        async with stack.daemon(config) as w:
+            await send(w, HOLD, "weather", priority="critical")
+            await w.wait("playing", ann_id="weather")
+            await send(w, "Bins tonight.", "bins", priority="low")
+            await send(w, DOOR, "door")
+            await send(w, SMOKE, "smoke", priority="low")  # queue full: refused
+            await send(w, "Doorbell.", "bell", priority="high")  # full: "bins" is dropped
+            provider.release.set()
+            await w.wait("finished", ann_id="door")
+            again = []
+            for text, ann_id in ((SMOKE, "smoke"), ("Bins.", "bins")):
+                after = len(w.events)
+                await w.announce(json.dumps({"text": text, "id": ann_id}))
+                again.append(await w.wait("finished", "failed", ann_id=ann_id, after=after,
+                                          timeout_s=10))  # fmt: skip
+    refused = next(e for e in w.events if e["id"] == "smoke")
+    dropped = next(e for e in w.events if e["id"] == "bins" and e["state"] == "failed")
+    assert refused["error"] == "queue full (2 announcements waiting)"
+    assert dropped["error"] == "dropped: queue full and bell (high priority) came in"
+    assert [e["state"] for e in again] == ["finished", "finished"]
+    assert w.states("smoke") == ["failed", "received", "playing", "finished"]
+    assert w.states("bins") == ["received", "failed", "received", "playing", "finished"]
+
+
 async def test_stop_interrupts_and_clears_the_queue(stack: Stack) -> None:
     async with held_provider() as provider, stack.daemon(stack.config(tts_url=provider.url)) as w:
         await send(w, HOLD, "weather")

@@ -1,7 +1,7 @@
 """Wire formats → PCM, incrementally: ``pcm`` passthrough, streamed ``wav``, Ogg ``opus``.
 
 Everything downstream of a decoder sees bytes of s16le mono PCM at a known rate in Hz.
-Source for the formats: shared/protocols.md §1 "Audio formats".
+Source for the formats: docs/protocols.md §4 and §5.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reconnection delays: one policy for the broker link and the TTS provider clients.
 
-Exponential, capped, jittered (shared/design.md, "websockets" habits). A caller counts its
+Exponential, capped, jittered (as the ``websockets`` library reconnects). A caller counts its
 failures and asks :meth:`Backoff.after`; the policy is also a tenacity ``wait=`` strategy (it is
 called with tenacity's retry state), without importing tenacity: the daemon's retry loops are
 plain loops.

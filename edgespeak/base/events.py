@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Final, Literal, get_args
 
-State = Literal["received", "playing", "finished", "interrupted", "expired", "failed"]
+TerminalState = Literal["finished", "interrupted", "expired", "failed"]
+State = Literal["received", "playing", TerminalState]
+TERMINAL: Final[tuple[TerminalState, ...]] = get_args(TerminalState)
+"""The states that end an announcement: each announcement's last event is in exactly one of
+them (``finished`` spoken; ``interrupted`` cut off or stopped; ``expired`` dropped unspoken
+after its ``ttl_s``; ``failed`` refused or broken). Test ``event.state in TERMINAL``."""
 Source = Literal["stream", "cache", "fallback", "sound", "url"]
 
 # Wall clock and monotonic clock read together once: event times are the monotonic clock

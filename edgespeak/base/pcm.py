@@ -3,7 +3,7 @@ header that wraps it, and the carry of a half frame split across chunks.
 
 Every stage downstream of a decoder sees bytes of s16le mono PCM at a rate in Hz; a frame is
 one sample of 2 bytes. WAV layout: RIFF/WAVE with one 16-byte ``fmt`` chunk (PCM, 1 channel,
-16 bits) and one ``data`` chunk (docs/protocols.md, "Audio formats").
+16 bits) and one ``data`` chunk (docs/protocols.md §4).
 """
 
 from __future__ import annotations

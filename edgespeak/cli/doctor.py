@@ -28,11 +28,11 @@ from edgespeak.cli.cache import size
 from edgespeak.config import Settings, load_config
 from edgespeak.inlets.mqtt.connect import (
     ProtocolChoice,
-    Topics,
     connected,
     describe_failure,
     protocol_name,
 )
+from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.sources.cache import PhraseCache
 
 Result = Literal["ok", "warn", "FAIL"]
@@ -115,7 +115,7 @@ async def check_broker(s: Settings) -> Check:
     """Connect to the broker with the daemon's settings and subscribe to the announce topics."""
     where = f"{s.mqtt.host}:{s.mqtt.port}"
     choice = ProtocolChoice(s)
-    topics = Topics(s.mqtt.prefix, s.node_id, s.mqtt.groups)
+    topics = Topics.from_settings(s)
     try:
         async with asyncio.timeout(BROKER_TIMEOUT_S):
             identifier = f"{s.node_id}-doctor-{uuid.uuid4().hex[:6]}"

@@ -1,7 +1,7 @@
 """``edgespeak ha remove``: take this node out of Home Assistant.
 
 Publishes an empty retained payload on every discovery topic of the node (Home Assistant then
-deletes the entities; shared/protocols.md §4) and clears the retained state and availability,
+deletes the entities; docs/protocols.md §10) and clears the retained state and availability,
 so nothing of the node is left on the broker. Run it with the daemon stopped, or the daemon
 publishes discovery again when it reconnects.
 """
@@ -14,13 +14,14 @@ import aiomqtt
 
 from edgespeak.config import Settings
 from edgespeak.inlets.homeassistant.discovery import removal_messages
-from edgespeak.inlets.mqtt.connect import ProtocolChoice, Topics, connected
+from edgespeak.inlets.mqtt.connect import ProtocolChoice, connected
+from edgespeak.inlets.mqtt.topics import Topics
 
 
 async def remove(settings: Settings) -> int:
     """Clear the node's discovery, state and availability. Returns 0, or 2 when the broker
     cannot be reached (the error is printed)."""
-    topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+    topics = Topics.from_settings(settings)
     messages = removal_messages(settings, topics)
     messages += [(topics.state, b""), (topics.availability, b"")]
     try:

@@ -89,8 +89,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         case "run":
             from edgespeak.daemon import run
 
-            await run(settings)
-            return 0
+            return await run(settings)
         case "serve":
             from edgespeak.server.app import serve
 

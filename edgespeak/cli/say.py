@@ -9,17 +9,21 @@ import uuid
 
 import aiomqtt
 
+from edgespeak.base.events import TERMINAL
 from edgespeak.config import Settings
-from edgespeak.inlets.mqtt.connect import ProtocolChoice, Topics, connected
+from edgespeak.inlets.mqtt.connect import ProtocolChoice, connected
+from edgespeak.inlets.mqtt.topics import Topics
 
 
 async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: float) -> int:
-    """Publish ``text`` on ``<prefix>/<node_id>/announce``, wait for its ``finished`` or
-    ``failed`` event (at most ``timeout_s`` seconds), print source and TTFA.
+    """Publish ``text`` on ``<prefix>/<node_id>/announce``, wait for its last event (one of
+    :data:`~edgespeak.base.events.TERMINAL`, at most ``timeout_s`` seconds); print source and
+    TTFA when it finished, else the state and its error.
 
-    Returns 0 when spoken, 1 when it failed or timed out, 2 when the broker is unreachable.
+    Returns 0 when spoken, 1 when it failed, was interrupted or expired, or the wait timed
+    out, 2 when the broker is unreachable.
     """
-    topics = Topics(settings.mqtt.prefix, settings.node_id)
+    topics = Topics.from_settings(settings)
     ann_id = uuid.uuid4().hex[:12]
     payload = {"text": text, "id": ann_id} | ({"voice": voice} if voice else {})
     try:
@@ -31,6 +35,8 @@ async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: fl
                     event = json.loads(bytes(message.payload))
                     if event.get("id") != ann_id:
                         continue
+                    if event.get("state") not in TERMINAL:
+                        continue
                     if event["state"] == "finished":
                         print(
                             f"spoken: source={event.get('source')} "
@@ -38,9 +44,8 @@ async def say(settings: Settings, text: str, *, voice: str | None, timeout_s: fl
                             + (f" (fallback: {event['reason']})" if event.get("reason") else "")
                         )
                         return 0
-                    if event["state"] == "failed":
-                        print(f"failed: {event.get('error')}", file=sys.stderr)
-                        return 1
+                    print(f"{event['state']}: {event.get('error')}", file=sys.stderr)
+                    return 1
     except aiomqtt.MqttError as exc:
         print(f"edgespeak say: broker {settings.mqtt.host}:{settings.mqtt.port}: {exc}",
               file=sys.stderr)  # fmt: skip

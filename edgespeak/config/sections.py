@@ -146,7 +146,7 @@ class LimitsConfig(Section):
 
 
 class HomeAssistantConfig(Section):
-    """MQTT discovery for Home Assistant (shared/protocols.md §4)."""
+    """MQTT discovery for Home Assistant (docs/protocols.md §10)."""
 
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
@@ -154,7 +154,7 @@ class HomeAssistantConfig(Section):
 
 
 class HermesConfig(Section):
-    """Rhasspy Hermes compatibility (shared/protocols.md §3): ``hermes/tts/say`` and
+    """Rhasspy Hermes compatibility (docs/protocols.md §9): ``hermes/tts/say`` and
     ``hermes/audioServer/<site_id>/playBytes/#`` for this ``site_id``."""
 
     enabled: bool = False

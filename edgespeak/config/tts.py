@@ -19,13 +19,13 @@ from edgespeak.config.common import AudioFormat, Latency, Section
 from edgespeak.config.secrets import credential, read_secret
 from edgespeak.wire import cartesia as cartesia_protocol
 
-OPUS_KBPS = (24, 32, 48, 64)  # the SDK's opus_bitrate values (protocols.md §1)
+OPUS_KBPS = (24, 32, 48, 64)  # the SDK's opus_bitrate values (docs/protocols.md §2)
 MAX_REFERENCES_BYTES = 10 * 1024 * 1024  # every session's start frame carries them
 
 
 class Prosody(Section):
     """Fish ``prosody``: ``speed`` multiplier 0.5-2.0, ``volume`` in dB -20..20
-    (shared/protocols.md §1)."""
+    (docs/protocols.md §2)."""
 
     speed: float = Field(1.0, ge=0.5, le=2.0)
     volume: float = Field(0.0, ge=-20.0, le=20.0)
@@ -62,8 +62,8 @@ class TtsConfig(Section):
 
     ``url`` None means the embedded default: edgespeak's own local server at ``[server]``.
     The TTSRequest keys (``format`` … ``top_p``) are sent in every session's ``start``, with
-    the ranges of shared/protocols.md §1; ``mp3`` is refused because the daemon cannot play it.
-    Cartesia (shared/protocols.md §2): ``model`` is the ``model_id`` (default
+    the ranges of docs/protocols.md §2; ``mp3`` is refused because the daemon cannot play it.
+    Cartesia (docs/protocols.md §6): ``model`` is the ``model_id`` (default
     ``cartesia_protocol.DEFAULT_MODEL`` when unset), ``reference_id`` the voice id, the audio
     raw ``pcm_s16le`` (``format`` must be ``pcm``, ``sample_rate`` one Cartesia offers);
     ``max_buffer_delay_ms`` (ms) and ``language`` go into every request.

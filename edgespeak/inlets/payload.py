@@ -73,12 +73,44 @@ def decode_payload(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> str:
         raise PayloadError(f"payload is not valid UTF-8 (byte {exc.start})") from None
 
 
+def load_json(text: str) -> Any:
+    """``text`` decoded as JSON.
+
+    Raises json.JSONDecodeError when it is malformed (the caller words that), and PayloadError
+    when the decoder itself gives up on it: nesting deeper than the interpreter's recursion
+    limit ("JSON is nested too deeply to decode"; RecursionError, about 1000 levels), or a
+    number of more digits than ``sys.get_int_max_str_digits()`` (4300; ValueError).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise PayloadError("JSON is nested too deeply to decode") from None
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion…"
+        reason = str(exc).split(";")[0]  # not the advice to call sys.set_int_max_str_digits()
+        raise PayloadError(f"JSON cannot be decoded: {reason}") from None
+
+
+def check_unicode(what: str, value: str) -> None:
+    """Raise PayloadError ("<what> is not valid Unicode: …") when ``value`` holds a lone
+    surrogate (JSON lets ``"\\ud800"`` through): it cannot be encoded as UTF-8, so the TTS
+    request, the cache key or a Hermes reply built from it would fail later as an internal
+    error."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = f"{ascii(value[exc.start])[1:-1]} at character {exc.start + 1}"
+        raise PayloadError(f"{what} is not valid Unicode: a lone surrogate ({where})") from None
+
+
 def clean_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
     """``text`` without control characters (line breaks and tabs become spaces), stripped.
 
-    Raises PayloadError when nothing is left ("text is empty") or more than ``max_chars``
-    characters are.
+    Raises PayloadError when it holds a lone surrogate (see :func:`check_unicode`), when
+    nothing is left ("text is empty") or more than ``max_chars`` characters are.
     """
+    check_unicode("text", text)
     cleaned = text.translate(_CLEAN).strip()
     if not cleaned:
         only = " after removing control characters" if text.strip() else ""
@@ -101,23 +133,25 @@ def parse_payload(
     """Parse one announce payload.
 
     Raises PayloadError for: a payload over ``max_bytes``, invalid UTF-8, JSON that is not an
-    object or is malformed (when it starts with ``{``), a missing/non-string/empty ``text``,
+    object or is malformed (when it starts with ``{``) or that the decoder cannot take (see
+    :func:`load_json`; also when it starts with ``[``), a missing/non-string/empty ``text``,
     text over ``max_chars`` characters (see :func:`clean_text`), a non-string ``id`` or
-    ``voice``, or one over 128 characters or with control characters. The error's
+    ``voice``, or one over 128 characters or with control characters, a lone surrogate in
+    ``text``, ``id`` or ``voice`` (see :func:`check_unicode`). The error's
     ``announcement_id`` names the payload's id when one could be read, so the ``failed`` event
     can carry it.
     """
     stripped = decode_payload(payload, max_bytes).strip()
     if stripped.startswith("["):  # a JSON array is an error; "[Kitchen] oven hot" is text
         try:
-            json.loads(stripped)
+            load_json(stripped)
         except json.JSONDecodeError:
             return _make(clean_text(stripped, max_chars), None, None, received_at, topic)
         raise PayloadError("JSON payload must be an object, not an array")
     if not stripped.startswith("{"):
         return _make(clean_text(stripped, max_chars), None, None, received_at, topic)
     try:
-        obj = json.loads(stripped)
+        obj = load_json(stripped)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise PayloadError(f"malformed JSON ({exc.msg}; {where})") from None
@@ -140,6 +174,12 @@ def parse_payload(
     except PayloadError as exc:
         raise _with_id(exc, ann_id) from None
     return dataclasses.replace(ann, **options.model_dump())
+
+
+def unreadable(exc: Exception) -> str:
+    """The ``failed`` event's error for a payload whose parser raised ``exc``, which is not a
+    PayloadError (a bug, not a refusal): its type and the first 200 characters of its message."""
+    return f"internal error reading the payload: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _options(obj: dict[str, Any]) -> _Options:
@@ -169,6 +209,7 @@ def _check_name(field_name: str, value: object) -> None:
         raise PayloadError(f"field {field_name!r} is over {MAX_ID_CHARS} characters")
     if value.translate(_CLEAN) != value:
         raise PayloadError(f"field {field_name!r} contains control characters")
+    check_unicode(f"field {field_name!r}", value)
 
 
 def _make(

@@ -1,6 +1,6 @@
 """Cartesia TTS WebSocket client: one warm, persistent socket, one context per announcement.
 
-Protocol facts from shared/protocols.md §2 (messages in :mod:`edgespeak.wire.cartesia`).
+Protocol facts from docs/protocols.md §6 (messages in :mod:`edgespeak.wire.cartesia`).
 Unlike Fish's one-session sockets, contexts multiplex on one socket: each :meth:`stream` opens a
 context (a fresh uuid ``context_id``), pushes the text with ``continue: true`` and ends it with
 an empty transcript and ``continue: false``; a reader routes the server's frames by

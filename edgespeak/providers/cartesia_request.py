@@ -4,7 +4,7 @@
 same ``model_id``, ``voice`` (``{mode: "id", id}``: the announcement's ``reference_id``, else
 the client's default voice), ``output_format`` (raw ``pcm_s16le`` at ``[tts] sample_rate``),
 ``language`` when set, and ``max_buffer_delay_ms``, under the ``Cartesia-Version`` header
-(shared/protocols.md §2). :func:`audio_identity` is that, minus what does not change the
+(docs/protocols.md §6). :func:`audio_identity` is that, minus what does not change the
 audio, for the phrase-cache key. The Fish-only fields of the announcement's request (prosody,
 latency, references, bitrates, temperature…) never reach Cartesia and are not part of it.
 """

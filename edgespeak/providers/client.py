@@ -1,7 +1,7 @@
 """What the daemon needs of a TTS provider client, whatever protocol it speaks.
 
-Satisfied by :class:`~edgespeak.providers.fish.FishLiveClient` (shared/protocols.md §1) and
-:class:`~edgespeak.providers.cartesia.CartesiaClient` (§2).
+Satisfied by :class:`~edgespeak.providers.fish.FishLiveClient` (docs/protocols.md §1) and
+:class:`~edgespeak.providers.cartesia.CartesiaClient` (§6).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Connecting to a TTS provider: one policy for the Fish and Cartesia clients.
 
-:class:`Connector` opens the provider's WebSocket (shared/protocols.md §1 "Handshake" and §2:
+:class:`Connector` opens the provider's WebSocket (docs/protocols.md §1 and §6:
 401 key, 402 credit, 429 rate or connection limit) and decides what a failure means, so that
 nothing hammers the provider:
 

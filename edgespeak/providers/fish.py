@@ -1,6 +1,6 @@
 """Fish Audio live protocol client with a warm, persistent WebSocket (aiohttp).
 
-Protocol facts from shared/protocols.md §1. The connection is opened at :meth:`start` and kept
+Protocol facts from docs/protocols.md §1. The connection is opened at :meth:`start` and kept
 alive with WebSocket pings. After a session's ``finish`` the socket is reused if the server kept
 it open; if the server closed it (the documented cloud behaviour) a new one is opened at once,
 so the next announcement does not wait for a handshake. There is no cancel event: abandoning a

@@ -1,6 +1,6 @@
 """The Fish TTSRequest one phrase is spoken with, and the part of it that names its audio.
 
-:func:`tts_request` fills every TTSRequest field (shared/protocols.md §1 table) from ``[tts]``,
+:func:`tts_request` fills every TTSRequest field (docs/protocols.md §2) from ``[tts]``,
 with the per-announcement choices of :class:`Overrides` on top. :func:`audio_identity` reduces
 a request to what shapes the audio, for the phrase-cache key: reference audio becomes its
 sha256, ``opus_bitrate`` becomes bits/s whichever convention was used, bitrates of other
@@ -102,7 +102,7 @@ def audio_identity(request: dict[str, Any]) -> tuple[dict[str, float] | None, di
 def provider_request(
     settings: Settings, voice: str | None, overrides: Overrides | None = None
 ) -> dict[str, Any]:
-    """The Fish TTSRequest for one announcement (shared/protocols.md §1): ``[tts]``, then
+    """The Fish TTSRequest for one announcement (docs/protocols.md §2): ``[tts]``, then
     ``overrides``, then ``voice`` (a reference_id; None = the override's or ``[tts]``'s)."""
     o = overrides or Overrides()
     return tts_request(settings.tts, dataclasses.replace(o, voice=voice or o.voice))

@@ -2,8 +2,8 @@
 
 Spoken to over HTTP at the base derived from the live WebSocket URL (:func:`http_base`), with
 the same bearer key. Request and response shapes from the official SDK (fish-audio-sdk 1.3.0,
-``fishaudio/resources/voices.py``, ``fishaudio/types/voices.py``; shared/protocols.md §1
-"HTTP"); edgespeak's own server answers in the same shape (:mod:`edgespeak.server.models`).
+``fishaudio/resources/voices.py``, ``fishaudio/types/voices.py``; docs/protocols.md §3);
+edgespeak's own server answers in the same shape (:mod:`edgespeak.server.models`).
 """
 
 from __future__ import annotations

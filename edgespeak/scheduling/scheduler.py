@@ -9,14 +9,19 @@ Rules (the README states them for users):
   interrupts everything else, and nothing interrupts an announcement of its own priority.
 - An announcement still waiting when its ``ttl_s`` (payload, else ``[daemon] ttl_s``) has
   passed since receipt is dropped unspoken (state ``expired``).
-- A payload ``id`` seen within ``[daemon] dedup_window_s`` is ignored (a QoS 1 redelivery, a
-  double-fired automation): logged, no event.
+- A payload ``id`` accepted within ``[daemon] dedup_window_s`` is ignored (a QoS 1 redelivery,
+  a double-fired automation): logged, no event (the README: "ignored"; the first one has its
+  events). Only accepted ids count: one that failed for a full queue (refused, or dropped for a
+  newcomer) was never spoken, so the same id sent again is handled afresh.
 - At most ``[daemon] queue_max`` announcements wait. When full, a newcomer that outranks the
   lowest-priority waiting one takes its place (that one fails with "dropped: queue full");
   otherwise the newcomer fails with "queue full". The queue always holds the ones that would
   play first.
 - :meth:`Scheduler.stop` (``<prefix>/<node_id>/stop``) interrupts the playing announcement and
   drops every waiting one (state ``interrupted``).
+- :meth:`Scheduler.close` (the daemon stopping) does the same, then refuses newcomers (state
+  ``failed``); :meth:`Scheduler.run` returns once the playing one has ended, so every
+  announcement has had its last event by then.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Scheduler:
         self._current: tuple[Announcement, asyncio.Task[Event]] | None = None
         self._interrupted: dict[asyncio.Task[Event], str] = {}
         self._wakeup = asyncio.Event()
+        self._closed: str | None = None  # why newcomers are refused, once closed
 
     @property
     def queue_length(self) -> int:
@@ -75,7 +81,12 @@ class Scheduler:
 
     def submit(self, ann: Announcement) -> None:
         """Queue ``ann`` (publishing ``received``), or ignore/refuse it per the rules above;
-        interrupts the playing announcement if ``ann`` outranks it."""
+        interrupts the playing announcement if ``ann`` outranks it. Once closed, ``ann`` fails
+        ("not accepted: <why>")."""
+        if self._closed is not None:
+            log.info("refusing %s: %s", ann.id, self._closed)
+            self._publish(Event(ann.id, "failed", error=f"not accepted: {self._closed}"))
+            return
         if ann.id_given and self._is_duplicate(ann):
             log.info("ignoring duplicate announcement id %s", ann.id)
             return
@@ -84,6 +95,8 @@ class Scheduler:
             log.warning("dropping %s: %s", ann.id, error)
             self._publish(Event(ann.id, "failed", error=error))
             return
+        if ann.id_given:
+            self._seen[ann.id] = ann.received_at
         self._publish(Event(ann.id, "received"))
         heapq.heappush(self._waiting, (-ann.rank, next(self._seq), ann))
         if self._current is not None and ann.rank > self._current[0].rank:
@@ -94,18 +107,27 @@ class Scheduler:
             )
         self._wakeup.set()
 
-    def stop(self) -> None:
-        """Interrupt the playing announcement and drop every waiting one."""
+    def stop(self, cause: str | None = None) -> None:
+        """Interrupt the playing announcement and drop every waiting one (``interrupted``,
+        error ``stopped`` or ``stopped before it played``, followed by `` (cause)`` if given)."""
+        suffix = f" ({cause})" if cause else ""
         dropped, self._waiting = self._waiting, []
         for _, _, ann in sorted(dropped):
-            self._publish(Event(ann.id, "interrupted", error="stopped before it played"))
+            self._publish(Event(ann.id, "interrupted", error=f"stopped before it played{suffix}"))
         if self._current is not None:
-            self._interrupt(self._current[1], "stopped")
+            self._interrupt(self._current[1], f"stopped{suffix}")
         log.info(
             "stop: %d waiting dropped%s",
             len(dropped),
             ", playing one stopped" * bool(self._current),
         )
+
+    def close(self, why: str) -> None:
+        """:meth:`stop` with ``why`` as the cause, then refuse every newcomer; :meth:`run`
+        returns once the playing announcement has ended (its ``interrupted`` published)."""
+        self._closed = why
+        self.stop(why)
+        self._wakeup.set()
 
     def _interrupt(self, task: asyncio.Task[Event], why: str) -> None:
         if task not in self._interrupted:
@@ -113,13 +135,11 @@ class Scheduler:
             task.cancel()
 
     def _is_duplicate(self, ann: Announcement) -> bool:
+        """Whether ``ann``'s id was accepted within the dedup window (older ones forgotten)."""
         horizon = ann.received_at - self._dedup_window_s
         while self._seen and next(iter(self._seen.values())) < horizon:
             self._seen.popitem(last=False)
-        if ann.id in self._seen:
-            return True
-        self._seen[ann.id] = ann.received_at
-        return False
+        return ann.id in self._seen
 
     def _make_room(self, ann: Announcement) -> bool:
         """Drop the waiting announcement that would play last if ``ann`` outranks it."""
@@ -128,6 +148,8 @@ class Scheduler:
             return False
         self._waiting.remove(last)
         heapq.heapify(self._waiting)
+        if last[2].id_given:
+            self._seen.pop(last[2].id, None)  # never spoken: the same id may come again
         error = f"dropped: queue full and {ann.id} ({ann.priority} priority) came in"
         log.warning("dropping %s: %s", last[2].id, error)
         self._publish(Event(last[2].id, "failed", error=error))
@@ -139,9 +161,12 @@ class Scheduler:
         return f"waited {age:.1f} s, longer than its ttl_s {ttl:g}" if age > ttl else None
 
     async def run(self) -> None:
-        """Speak queued announcements until cancelled (the playing one is then cancelled)."""
+        """Speak queued announcements until :meth:`close` (then return once the playing one has
+        ended) or cancelled (the playing one is then cancelled, without an event)."""
         while True:
             while not self._waiting:
+                if self._closed is not None:
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
             _, _, ann = heapq.heappop(self._waiting)

@@ -1,6 +1,6 @@
 """The local Fish-live-protocol server (aiohttp), ``GET /v1/tts/live``.
 
-Protocol as in shared/protocols.md §1: per session ``start`` → ``text``* / ``flush``* →
+Protocol as in docs/protocols.md §1: per session ``start`` → ``text``* / ``flush``* →
 ``stop``; the server answers ``audio``* then exactly one ``finish``. Several sessions may follow
 one another on one connection unless ``close_after_finish`` is set (the official cloud's
 documented behaviour), so clients can be tested against both. Messages are handled in order by
@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from edgespeak.base.errors import EdgespeakError
+from edgespeak.base.errors import EdgespeakError, RequestError
 from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import ServerConfig
 from edgespeak.server.capacity import Capacity
@@ -47,7 +47,7 @@ class _Failed:
 _FAILED = _Failed()
 
 
-class SessionError(Exception):
+class SessionError(RequestError):
     """A session must end with ``finish`` reason ``error``, this message and ``extra`` keys."""
 
     def __init__(self, message: str, **extra: Any) -> None:
@@ -156,7 +156,7 @@ class LiveHandler:
                     log.warning("closing the socket mid-session (test switch)")
                     await ws.close()
                     return
-                except (SessionError, EdgespeakError) as exc:
+                except EdgespeakError as exc:  # SessionError, or one from the engine
                     log.warning("session failed: %s", exc)
                     extra = exc.extra if isinstance(exc, SessionError) else {}
                     await ws.send_bytes(fp.finish("error", message=str(exc), **extra))

@@ -1,6 +1,6 @@
 """The local server's Cartesia TTS WebSocket, ``GET /tts/websocket`` (espeak-ng behind it).
 
-Protocol as in shared/protocols.md §2 (see :mod:`edgespeak.wire.cartesia`). One socket
+Protocol as in docs/protocols.md §6 (see :mod:`edgespeak.wire.cartesia`). One socket
 multiplexes contexts: each ``context_id`` buffers its transcript across ``continue: true``
 inputs and synthesises what is buffered on ``flush`` (then ``flush_done``) and when an input
 says ``continue: false`` (then ``done``). Contexts run concurrently; a context's frames keep
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from edgespeak.base.errors import EdgespeakError
+from edgespeak.base.errors import EdgespeakError, RequestError
 from edgespeak.base.pcm import FrameCarry
 from edgespeak.config import ServerConfig
 from edgespeak.server.capacity import Capacity
@@ -55,7 +55,7 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _END = None  # work item: the context's last input arrived
 
 
-class InputError(Exception):
+class InputError(RequestError):
     """An input is refused: an ``error`` frame with ``status_code``, ``title`` and this
     message."""
 

@@ -1,6 +1,6 @@
 """``POST /v1/tts`` on the local server: one TTSRequest in, the whole audio back, chunked.
 
-Shape from shared/protocols.md §1 "HTTP" and the official SDK (``fishaudio`` 1.3.0,
+Shape from docs/protocols.md §3 and the official SDK (``fishaudio`` 1.3.0,
 ``resources/tts.py``: ``convert``/``stream`` post a MessagePack TTSRequest with
 ``Content-Type: application/msgpack`` and a ``model`` header, then read the body as audio;
 ``core/client_wrapper.py`` reads an error's ``message`` from a JSON body). A JSON body is

@@ -2,7 +2,7 @@
 
 Shapes from the official SDK (fish-audio-sdk 1.3.0, ``fishaudio/types/voices.py`` and
 ``types/shared.py``; query parameters from ``fishaudio/resources/voices.py``;
-shared/protocols.md §1 "HTTP"): a page is ``{total, items}``, a voice is ``{_id, type, title,
+docs/protocols.md §3): a page is ``{total, items}``, a voice is ``{_id, type, title,
 description, cover_image, train_mode, state, tags, samples, created_at, updated_at, languages,
 visibility, lock_visibility, like_count, mark_count, shared_count, task_count, liked, marked,
 author: {_id, nickname, avatar}}``; errors are JSON ``{status, message}``.

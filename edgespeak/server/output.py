@@ -2,7 +2,7 @@
 
 One :class:`OutputStream` per session: it resamples with soxr (streaming, state kept across
 chunks so segment joins are seamless) and encodes. Opus is Ogg Opus at 48000 Hz only, as Fish
-documents (shared/protocols.md §1).
+documents (docs/protocols.md §4).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 import soxr
 
 from edgespeak.audio.opus import OPUS_RATE_HZ, OggOpusEncoder
+from edgespeak.base.errors import RequestError
 from edgespeak.base.pcm import wav_header
 from edgespeak.wire import fish as fp
 
@@ -24,7 +25,7 @@ DEFAULT_RATE_HZ = 44100  # Fish: sample_rate null → 44100
 AUTO_OPUS_BPS = 256_000
 
 
-class UnsupportedRequest(ValueError):
+class UnsupportedRequest(RequestError):
     """The request asks for something this server cannot produce (format, rate, bitrate)."""
 
 

@@ -1,6 +1,6 @@
 """Refusing a request to the local server, every endpoint (Fish ``/v1/tts/live``,
 ``POST /v1/tts``, ``GET /model``, Cartesia's ``/tts/websocket``): the JSON error Fish sends
-(``{"status", "message"}``, shared/protocols.md §1 "HTTP"), the API key check, and the
+(``{"status", "message"}``, docs/protocols.md §3), the API key check, and the
 ``[server] test_refuse_status`` switch."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ def error_response(status: int, message: str) -> web.Response:
 
 def offered_keys(request: web.Request, *, cartesia: bool = False) -> list[str]:
     """The API keys ``request`` offers: an ``Authorization: Bearer`` token (Fish,
-    shared/protocols.md §1; Cartesia §2), and with ``cartesia`` also Cartesia's other forms,
-    the ``X-API-Key`` header and the ``api_key`` query parameter (§2). Empty ones left out."""
+    docs/protocols.md §1; Cartesia §6), and with ``cartesia`` also Cartesia's other forms,
+    the ``X-API-Key`` header and the ``api_key`` query parameter (§6). Empty ones left out."""
     bearer = request.headers.get("Authorization", "")
     keys = [bearer.removeprefix("Bearer ")] if bearer.startswith("Bearer ") else []
     if cartesia:

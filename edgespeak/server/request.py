@@ -1,6 +1,6 @@
 """A Fish TTSRequest as the local server reads it, checked against the documented ranges.
 
-Fields and ranges from shared/protocols.md §1 (the official SDK's TTSConfig agrees). The
+Fields and ranges from docs/protocols.md §2 (the official SDK's TTSConfig agrees). The
 local engine honours ``format``, ``sample_rate``, ``opus_bitrate``, ``reference_id`` (an
 espeak-ng voice), ``prosody.speed`` (speaking rate) and ``prosody.volume`` (gain in dB); the
 rest is checked and otherwise ignored (espeak-ng cannot clone a voice or sample tokens).

@@ -79,8 +79,8 @@ class Chimes:
         try:
             pcm, _ = read_wav(read(), rate_hz=rate_hz)
         except OSError as exc:
-            raise ChimeError(f"chime {name!r} cannot be read: {exc.strerror or exc}") from None
+            raise ChimeError(f"chime {name!r} cannot be read: {exc.strerror or exc}") from exc
         except AudioFormatError as exc:
-            raise ChimeError(f"chime {name!r}: {exc}") from None
+            raise ChimeError(f"chime {name!r}: {exc}") from exc
         log.debug("loaded chime %r: %d frames at %d Hz", name, len(pcm) // 2, rate_hz)
         return pcm

@@ -208,7 +208,9 @@ class Speaker:
                 problem = TtsUnavailable(f"no audio from the provider within {timeout_s:g} s")
             reason = str(problem)
             if self._fallback is None:
-                raise problem from None
+                if problem is exc:
+                    raise
+                raise problem from exc
             log.warning("speaking %s with the fallback engine: %s", ann.id, reason)
             fallback = self._fallback
             pcm = _explained(fallback.synthesize(ann.text), reason)
@@ -329,6 +331,6 @@ async def _explained(fallback: PCM, provider_reason: str) -> PCM:
         async for item in fallback:
             yield item
     except TtsError as exc:
-        raise TtsUnavailable(f"{provider_reason}; fallback failed too: {exc}") from None
+        raise TtsUnavailable(f"{provider_reason}; fallback failed too: {exc}") from exc
     finally:
         await fallback.aclose()

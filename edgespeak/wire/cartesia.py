@@ -1,6 +1,6 @@
 """Cartesia TTS WebSocket messages (``/tts/websocket``), shared by client and server.
 
-Source: shared/protocols.md §2, checked against the official ``cartesia`` SDK 4.x
+Source: docs/protocols.md §6, checked against the official ``cartesia`` SDK 4.x
 (``cartesia/lib/_tts.py``, ``cartesia/types/websocket_response.py``,
 ``cartesia/types/generation_request.py``). Every message, both ways, is one JSON object in a
 text frame; audio travels base64-encoded inside it.
@@ -26,14 +26,14 @@ from typing import Any
 from edgespeak.base.errors import TtsProtocolError
 
 WEBSOCKET_PATH = "/tts/websocket"
-API_VERSION = "2025-04-16"  # a Cartesia-Version the API accepts (protocols.md §2)
+API_VERSION = "2025-04-16"  # a Cartesia-Version the API accepts (docs/protocols.md §6)
 DEFAULT_MODEL = "sonic-3"
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # Hz
 ENCODINGS = ("pcm_f32le", "pcm_s16le", "pcm_mulaw", "pcm_alaw")
 MAX_BUFFER_DELAY_MS = 5000  # the API accepts 0…5000 ms (SDK generation_request.py)
 # Fields that may differ between the inputs of one context; every other must stay identical.
 PER_INPUT_FIELDS = frozenset({"context_id", "transcript", "continue", "flush"})
-# Close codes after which reconnecting is worth it (protocols.md §2, RFC 6455 §7.4.1; the SDK's
+# Close codes after which reconnecting is worth it (docs/protocols.md §6, RFC 6455 §7.4.1; the SDK's
 # websocket_reconnection.py), plus 1000: the server's normal close of an idle socket.
 RECONNECT_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006, 1011, 1012, 1013, 1015})
 

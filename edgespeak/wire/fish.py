@@ -1,6 +1,6 @@
 """Fish Audio live TTS protocol messages (``/v1/tts/live``), shared by client and server.
 
-Source: shared/protocols.md §1 (official fishaudio SDK 1.3.0 and the raw WebSocket docs).
+Source: docs/protocols.md §1 and §2 (official fishaudio SDK 1.3.0 and the raw WebSocket docs).
 Every message, both ways, is one MessagePack map in a binary WebSocket frame.
 Client → server: ``start`` {request}, ``text`` {text}, ``flush``, ``stop``.
 Server → client: ``audio`` {audio: bin}, ``finish`` {reason: "stop"|"error"}, ``log``.
@@ -18,7 +18,7 @@ from edgespeak.base.errors import TtsProtocolError
 
 LIVE_PATH = "/v1/tts/live"
 
-# TTSRequest defaults as the official SDK sends them (protocols.md §1 table).
+# TTSRequest defaults as the official SDK sends them (docs/protocols.md §2).
 REQUEST_DEFAULTS: dict[str, Any] = {
     "text": "",
     "chunk_length": 200,
@@ -54,7 +54,7 @@ def opus_bitrate_bps(value: object) -> int | None:
     """Fish ``opus_bitrate`` in either convention → bits/s, or None for auto (-1000).
 
     The SDK sends kbps (24, 32, 48, 64), the docs bps (24000…64000); both are accepted
-    (shared/protocols.md §1). Raises ValueError for anything else.
+    (docs/protocols.md §2). Raises ValueError for anything else.
     """
     if value is None or value == -1000:
         return None

@@ -12,6 +12,8 @@ from typing import Any
 from aioesphomeapi import api_pb2
 from aioesphomeapi.core import MESSAGE_TYPE_TO_PROTO
 
+from edgespeak.base.errors import RequestError
+
 pb: Any = api_pb2
 BY_ID: dict[int, Any] = dict(MESSAGE_TYPE_TO_PROTO)
 ID_OF: dict[Any, int] = {cls: message_id for message_id, cls in BY_ID.items()}
@@ -33,7 +35,7 @@ BROWSE_MEDIA = 1 << 17  # Home Assistant's own media browser: it resolves what i
 MEDIA_ANNOUNCE = 1 << 20
 
 
-class ProtocolError(Exception):
+class ProtocolError(RequestError):
     """The peer broke the framing or the handshake: the connection ends."""
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from edgespeak.audio.alsa import AlsaSink
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.errors import MediaError
-from edgespeak.base.events import Event
+from edgespeak.base.events import TERMINAL, Event
 from edgespeak.inlets.esphome.messages import (
     BROWSE_MEDIA,
     MEDIA_ANNOUNCE,
@@ -39,7 +39,7 @@ from edgespeak.inlets.esphome.messages import (
     VOLUME_SET,
     pb,
 )
-from edgespeak.inlets.homeassistant.state import TERMINAL, NodeState
+from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.scheduling.scheduler import Scheduler
 from edgespeak.sources.url import check_url, url_host
 from edgespeak.speaking.volume import VolumeStore

@@ -1,4 +1,4 @@
-"""Rhasspy Hermes message shapes (shared/protocols.md §3) as pure functions: no MQTT, no I/O.
+"""Rhasspy Hermes message shapes (docs/protocols.md §9) as pure functions: no MQTT, no I/O.
 
 Two requests are understood, both only for the configured ``site_id``:
 
@@ -58,8 +58,10 @@ from edgespeak.base.errors import AudioFormatError, ConfigError, PayloadError
 from edgespeak.inlets.payload import (
     MAX_PAYLOAD_BYTES,
     MAX_TEXT_CHARS,
+    check_unicode,
     clean_text,
     decode_payload,
+    load_json,
 )
 
 log = logging.getLogger(__name__)
@@ -148,8 +150,10 @@ def parse_say(
     else a generated one; ``voice`` stays None (see the module doc on ``lang``).
 
     Raises PayloadError naming the field for: a payload over ``max_bytes``, invalid
-    UTF-8, malformed JSON or JSON that is not an object, a non-string ``siteId``/``id``/
-    ``sessionId``/``lang``, a missing, non-string or empty ``text`` or one over ``max_chars``
+    UTF-8, malformed JSON, JSON the decoder cannot take (too deeply nested, a number of over
+    4300 digits) or JSON that is not an object, a non-string ``siteId``/``id``/
+    ``sessionId``/``lang`` or one holding a lone surrogate (``"\\ud800"``: it could not be
+    echoed in sayFinished), a missing, non-string or empty ``text`` or one over ``max_chars``
     characters once control characters are removed, a ``volume`` that is not a
     number or is outside 0..1. The error's ``announcement_id`` is the Hermes ``id`` when it
     could be read. ``null`` counts as absent; unknown fields are ignored (logged at DEBUG).
@@ -256,7 +260,7 @@ def play_finished(play: PlayBytes) -> bytes:
 def _json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     body = decode_payload(payload, max_bytes)
     try:
-        obj = json.loads(body)
+        obj = load_json(body)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise PayloadError(f"malformed JSON ({exc.msg}; {where})") from None
@@ -269,6 +273,11 @@ def _opt_str(obj: dict[str, Any], name: str, hermes_id: str | None) -> str | Non
     value = obj.get(name)
     if value is not None and not isinstance(value, str):
         raise PayloadError(f"field {name!r} must be a string (got {_kind(value)})", hermes_id)
+    if value is not None:
+        try:
+            check_unicode(f"field {name!r}", value)
+        except PayloadError as exc:
+            raise PayloadError(str(exc), hermes_id) from None
     return value
 
 

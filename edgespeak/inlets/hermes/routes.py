@@ -4,19 +4,22 @@
 Message shapes are :mod:`edgespeak.inlets.hermes.messages`'s. A reply is sent whatever the outcome
 (spoken,
 failed, interrupted, expired), as Rhasspy's own services do: its dialogue manager waits for it.
-Hermes ids are not de-duplicated (Rhasspy sends a fresh one per request).
+Hermes ids are not de-duplicated (Rhasspy sends a fresh one per request). A say that cannot
+be read ends in a ``failed`` event (under its ``id`` when that could be read, else a made-up
+one), whatever it holds; it gets no ``sayFinished``, having no session to finish.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.errors import PayloadError
-from edgespeak.base.events import Event
+from edgespeak.base.events import TERMINAL, Event
 from edgespeak.config import LimitsConfig
 from edgespeak.inlets.hermes.messages import (
     HermesTopics,
@@ -28,9 +31,9 @@ from edgespeak.inlets.hermes.messages import (
     say_finished,
 )
 from edgespeak.inlets.mqtt.link import Incoming, Route
+from edgespeak.inlets.payload import unreadable
 
 log = logging.getLogger(__name__)
-DONE = ("finished", "failed", "interrupted", "expired")
 Post = Callable[[str, bytes], None]
 
 
@@ -65,9 +68,14 @@ class HermesLink:
                 max_chars=self._limits.max_text_chars,
             )  # fmt: skip
         except PayloadError as exc:
-            log.warning("bad hermes/tts/say (id %s): %s", exc.announcement_id, exc)
-            if exc.announcement_id:
-                self._publish(Event(exc.announcement_id, "failed", error=str(exc)))
+            ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
+            log.warning("bad hermes/tts/say (id %s): %s", ann_id, exc)
+            self._publish(Event(ann_id, "failed", error=str(exc)))
+            return
+        except Exception as exc:  # a parser bug: this message still ends in an event
+            ann_id = uuid.uuid4().hex[:12]
+            log.exception("internal error reading a hermes/tts/say (id %s)", ann_id)
+            self._publish(Event(ann_id, "failed", error=unreadable(exc)))
             return
         if say is None:
             return  # another site's
@@ -98,7 +106,7 @@ class HermesLink:
 
     def observe(self, event: Event) -> None:
         """Answer the Hermes request behind ``event`` once it is over."""
-        if event.state not in DONE:
+        if event.state not in TERMINAL:
             return
         if says := self._says.get(event.id):
             self._post(self.topics.say_finished, say_finished(says.pop(0)))

@@ -1,7 +1,7 @@
 """Home Assistant MQTT discovery: the payloads that make one edgespeak node a Home Assistant device.
 
-Pure functions, no I/O: the MQTT link publishes what they return. Conventions (shared/protocols.md
-§4) come from Home Assistant's documentation:
+Pure functions, no I/O: the MQTT link publishes what they return. Conventions (docs/protocols.md
+§10) come from Home Assistant's documentation:
 
 - discovery topic ``<discovery_prefix>/<component>/[<node_id>/]<object_id>/config`` with a
   retained JSON payload; an empty retained payload removes the entity — "MQTT discovery",
@@ -44,7 +44,7 @@ import json
 from typing import Any, Final
 
 from edgespeak.config import Settings
-from edgespeak.inlets.mqtt.connect import Topics
+from edgespeak.inlets.mqtt.topics import Topics
 
 #: The project's support page for the ``origin`` block; None leaves ``support_url`` out (Home
 #: Assistant rejects a discovery payload whose ``support_url`` is not an http(s) URL).

@@ -15,11 +15,10 @@ import json
 import logging
 from dataclasses import dataclass
 
-from edgespeak.base.events import Event
+from edgespeak.base.events import TERMINAL, Event
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 255  # a Home Assistant sensor state holds at most 255 characters
-TERMINAL = ("finished", "interrupted", "expired", "failed")
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """The node's own MQTT inputs: announce, stop, chime and volume messages → scheduler and sink.
 
-Topics (see :class:`~edgespeak.inlets.mqtt.connect.Topics`):
+Topics (see :class:`~edgespeak.inlets.mqtt.topics.Topics`):
 ``<prefix>/<node_id|all|group/NAME>/announce``
 and ``…/stop``, ``<prefix>/<node_id>/chime`` (payload: a sound name, empty = ``[sounds]
 default_chime``), ``<prefix>/<node_id>/volume/set`` (payload: percent 0-100). A bad message
 is logged and reported (a ``failed`` event, or ``last_error`` in the state); nothing else is
-affected.
+affected. Every announce payload ends in an event, whatever it holds: a refusal names its
+reason, and a parser that raised anything else (a bug) still fails it ("internal error
+reading the payload: …", the traceback logged).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from edgespeak.base.errors import PayloadError
 from edgespeak.base.events import Event
 from edgespeak.config import Settings
 from edgespeak.inlets.homeassistant.state import NodeState
-from edgespeak.inlets.mqtt.connect import Topics
 from edgespeak.inlets.mqtt.link import Incoming, Route
-from edgespeak.inlets.payload import parse_payload
+from edgespeak.inlets.mqtt.topics import Topics
+from edgespeak.inlets.payload import parse_payload, unreadable
 from edgespeak.inlets.rate_limit import TopicRateLimit
 from edgespeak.scheduling.scheduler import Scheduler
 from edgespeak.speaking.chimes import ChimeError, Chimes
@@ -79,6 +81,11 @@ class Commands:
             ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
             log.warning("bad payload on %s (id %s): %s", msg.topic, ann_id, exc)
             self._publish(Event(ann_id, "failed", error=str(exc)))
+            return
+        except Exception as exc:  # a parser bug: this message still ends in an event
+            ann_id = uuid.uuid4().hex[:12]
+            log.exception("internal error reading a payload on %s (id %s)", msg.topic, ann_id)
+            self._publish(Event(ann_id, "failed", error=unreadable(exc)))
             return
         if msg.expiry_s is not None:
             ttl_s = ann.ttl_s if ann.ttl_s is not None else self._settings.daemon.ttl_s

@@ -1,5 +1,6 @@
-"""Talking to the broker (aiomqtt): the node's topics, and connecting with the right protocol,
-session, credentials and TLS. :mod:`edgespeak.inlets.mqtt.link` runs the daemon's connection on top.
+"""Talking to the broker (aiomqtt): connecting with the right protocol, session, credentials and
+TLS. :mod:`edgespeak.inlets.mqtt.link` runs the daemon's connection on top; the node's topics
+are :mod:`edgespeak.inlets.mqtt.topics`'.
 
 Protocol: MQTT 5 by default; with ``[mqtt] protocol = "auto"`` a broker that refuses version 5
 ("unsupported protocol version") is asked again at once with 3.1.1, which is then kept for the
@@ -24,7 +25,6 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -42,54 +42,6 @@ V5 = aiomqtt.ProtocolVersion.V5
 V311 = aiomqtt.ProtocolVersion.V311
 UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason code (paho maps a 3.1.1 broker's 1 to it)
 REFUSED_LOGIN = {4, 5, 134, 135}  # "bad user name or password", "not authorized" (3.1.1 and 5)
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topics of one node: its own, ``all``'s and those of its ``groups``."""
-
-    prefix: str
-    node_id: str
-    groups: tuple[str, ...] = ()
-
-    @property
-    def _targets(self) -> list[str]:
-        """The topic stems this node answers to."""
-        stems = [f"{self.prefix}/{self.node_id}", f"{self.prefix}/all"]
-        return stems + [f"{self.prefix}/group/{group}" for group in self.groups]
-
-    @property
-    def announce(self) -> list[str]:
-        """Announce payloads (plain text or JSON), QoS 1."""
-        return [f"{stem}/announce" for stem in self._targets]
-
-    @property
-    def stop(self) -> list[str]:
-        """Stop the playing announcement and clear the queue (payload ignored)."""
-        return [f"{stem}/stop" for stem in self._targets]
-
-    @property
-    def chime(self) -> str:
-        """Play a chime (payload: a sound name; empty = ``[sounds] default_chime``)."""
-        return f"{self.prefix}/{self.node_id}/chime"
-
-    @property
-    def volume_set(self) -> str:
-        """Set the volume: payload a number 0-100 (percent); persisted across restarts."""
-        return f"{self.prefix}/{self.node_id}/volume/set"
-
-    @property
-    def state(self) -> str:
-        """Retained JSON state: speaking/idle, volume, queue length, cache entries, provider."""
-        return f"{self.prefix}/{self.node_id}/state"
-
-    @property
-    def event(self) -> str:
-        return f"{self.prefix}/{self.node_id}/event"
-
-    @property
-    def availability(self) -> str:
-        return f"{self.prefix}/{self.node_id}/availability"
 
 
 def make_client(

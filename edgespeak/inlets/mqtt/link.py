@@ -29,12 +29,12 @@ from edgespeak.base.events import Event
 from edgespeak.config import Settings
 from edgespeak.inlets.mqtt.connect import (
     ProtocolChoice,
-    Topics,
     connected,
     describe_failure,
     message_expiry_s,
     protocol_name,
 )
+from edgespeak.inlets.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 OUTBOX_MESSAGES = 1000  # at least; see outbox_capacity
@@ -89,7 +89,7 @@ class MqttLink:
         on_connected: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
-        self.topics = Topics(settings.mqtt.prefix, settings.node_id, settings.mqtt.groups)
+        self.topics = Topics.from_settings(settings)
         self._routes = routes
         self._on_connected = on_connected
         self._client: aiomqtt.Client | None = None

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgespeak.base.errors import CacheError
 from edgespeak.sources.cache.entry import Entry
 
 log = logging.getLogger("edgespeak.sources.cache")
@@ -49,7 +50,7 @@ _SCHEMA = (
 )
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(CacheError):
     """The index is closed, unusable, or of an unknown schema version."""
 
 
