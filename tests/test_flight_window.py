@@ -97,3 +97,25 @@ async def test_a_request_joins_within_the_window_and_starts_afresh_after_it() ->
     assert heard == expected
     assert [heard[0], *heard_too] == expected, "the joiner got every chunk, in order"
     assert server.sessions == 1
+
+
+async def test_shutdown_cancels_a_flight_past_its_window_too() -> None:
+    server = LockstepServer()
+    async with serving_live(server.handle) as url, FishLiveClient(url) as tts:
+        settings = Settings(tts={"url": url})
+        synth = Synthesizer(tts, "pcm", RATE, None)
+        request = provider_request(settings, None)
+        flight = synth.flight("k", "A long story.", request, voice=None, keep=True)
+        mine = flight.follow()
+        while flight.joinable:
+            server.permits.put_nowait(None)
+            await anext(mine)
+        await mine.aclose()  # a cache-filling flight runs on without followers
+        assert flight.task is not None and not flight.task.done()
+        try:
+            await synth.close()
+            assert flight.task.done(), "close() left a flight past its window running"
+        finally:
+            flight.task.cancel()
+            for _ in range(STREAM_CHUNKS):  # the abandoned session's handler runs out
+                server.permits.put_nowait(None)

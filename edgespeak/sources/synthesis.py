@@ -133,7 +133,8 @@ class Flight:
 
 
 class Synthesizer:
-    """Starts or joins provider flights; ``flights`` holds those under way, by cache key."""
+    """Starts or joins provider flights; ``flights`` holds those that can still be joined, by
+    cache key."""
 
     def __init__(self, tts: TtsClient, fmt: str, rate_hz: int, cache: PhraseCache | None):
         self._tts = tts
@@ -141,6 +142,7 @@ class Synthesizer:
         self._rate_hz = rate_hz
         self._cache = cache
         self.flights: dict[str, Flight] = {}
+        self._under_way: set[Flight] = set()  # joinable or not, until they land
 
     def flight(
         self,
@@ -165,6 +167,7 @@ class Synthesizer:
             return flight
         flight = Flight(key, keep=keep)
         self.flights[key] = flight
+        self._under_way.add(flight)
         flight.task = asyncio.create_task(
             self._produce(flight, text, request, voice), name=f"synthesis-{key[:8]}"
         )
@@ -173,6 +176,7 @@ class Synthesizer:
 
     def _landed(self, flight: Flight) -> None:
         self._unlist(flight)
+        self._under_way.discard(flight)
         if not flight.done:  # cancelled before it started
             flight.end(TtsUnavailable("synthesis cancelled"))
 
@@ -219,7 +223,7 @@ class Synthesizer:
 
     async def close(self) -> None:
         """Cancel every flight under way (shutdown)."""
-        tasks = [f.task for f in self.flights.values() if f.task is not None]
+        tasks = [f.task for f in self._under_way if f.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
