@@ -23,6 +23,7 @@ from edgespeak.sources.espeak import EspeakEngine
 from harness import stack
 
 LEAD_S = 0.15
+WARM_S = 1.0  # the first announcement's length, seconds
 SETTLE_S = 4.0  # keep_open_s as shipped (3 s), then the idle release
 
 
@@ -31,7 +32,7 @@ async def long_stream(
 ) -> dict[str, Any]:
     """One announcement streamed for ``args.stream_min`` minutes; RSS before, peak, after."""
     speech = b"".join([pcm async for pcm in EspeakEngine().synthesize(STREAM)])
-    provider = PacedProvider(speech, args.stream_min * 60, LEAD_S, 0.0)
+    provider = PacedProvider(speech, WARM_S, LEAD_S, 0.0)  # every session: WARM_S at first
     config = work / "long-stream.toml"
     async with serving(provider) as url:
         config.write_text(
@@ -51,6 +52,7 @@ async def long_stream(
                 await events.say("short", "Ready.")  # connection warm, device used once
                 await asyncio.sleep(SETTLE_S)  # measured settled, not synchronised
                 before = rss_mib(proc.pid)
+                provider.seconds = args.stream_min * 60
                 with Sampler(proc.pid, 1.0) as rss:
                     _, (_, done) = await events.say(
                         "long", STREAM, timeout_s=args.stream_min * 60 * 2 + 60
