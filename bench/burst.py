@@ -1,5 +1,6 @@
 """The footprint benchmark's loaded part, on one daemon with an unpaced device (``file`` over
-``null``, ``[audio] keep_open_s = 0``, ``[daemon] queue_max`` = the burst): a burst of distinct
+``null``, ``[audio] keep_open_s = 0``, ``[daemon] queue_max`` = the burst; ``[tts] format``
+``--burst-format``, PCM by default, ``opus`` to load the decoder too): a burst of distinct
 announcements published back to back (cache misses: each synthesised, teed into the cache),
 the same texts again back to back (cache hits), then a soak of cache hits one at a time.
 
@@ -92,10 +93,12 @@ async def unpaced_part(
     args: argparse.Namespace, work: Path, broker: int, env: dict[str, str]
 ) -> dict[str, Any]:
     """The bursts of misses and hits, then the soak, on one daemon with an unpaced device."""
+    opus = args.burst_format == "opus"
     config = write_config(
         work / "burst.toml", work, broker,
         daemon={"queue_max": max(args.burst, 20), "state_dir": str(work / "state")},
         audio={"keep_open_s": 0},
+        tts={"format": args.burst_format, "sample_rate": 48000 if opus else 22050},
     )  # fmt: skip
     server = stack.LocalServer(config, work / "server-unpaced.log", env)
     lag = work / "looplag.jsonl"

@@ -286,6 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", type=int, default=100, help="announcements at once (100)")
     parser.add_argument("--soak", type=int, help="cache hits in the soak (1000; quick 100)")
     parser.add_argument("--stream-min", type=float, help="long stream, minutes (10; quick 0.3)")
+    parser.add_argument("--burst-format", choices=["pcm", "opus"], default="pcm",
+                        help="[tts] format of the bursts (pcm)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -331,6 +333,7 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> Result:
     idle, opus, machine = out["idle"], out["idle_opus"], out["idle_machine_alsa"]
     b, hits, s, long = out["burst"], out["burst_hits"], out["soak"], out["long_stream"]
     mem = idle["smaps_rollup_mib"]
+    fmt = "" if args.burst_format == "pcm" else f"{args.burst_format} "
     rows = [
         value_row("idle as shipped, after one announcement: RSS", mem["Rss"], "MiB"),
         value_row("idle as shipped, after one announcement: PSS", mem["Pss"], "MiB"),
@@ -347,8 +350,8 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> Result:
                   out["pcm"]["cpu_percent_of_one_core"], "%"),
         value_row("underruns in those: Opus / PCM",
                   f"{out['opus']['underruns']} / {out['pcm']['underruns']}"),
-        _lag_row(f"{b['announcements']} cache misses", out["loop_lag_misses"]),
-        _lag_row(f"{hits['announcements']} cache hits", out["loop_lag_hits"]),
+        _lag_row(f"{b['announcements']} {fmt}cache misses", out["loop_lag_misses"]),
+        _lag_row(f"{hits['announcements']} {fmt}cache hits", out["loop_lag_hits"]),
         value_row(f"burst of {b['announcements']} misses, then hits: peak RSS (20 ms samples)",
                   max(b["rss_mib_peak_sampled"], hits["rss_mib_peak_sampled"]), "MiB"),
         value_row(f"soak, {s['announcements']} cache hits: RSS growth", s["rss_growth_mib"], "MiB"),
@@ -356,6 +359,6 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> Result:
                   long["rss_mib_growth_peak"], "MiB"),
         value_row("edgespeak serve idle RSS", out["server_idle_rss_mib"], "MiB"),
     ]  # fmt: skip
-    keys = ("idle_s", "starts", "speech_s", "burst", "soak", "stream_min")
+    keys = ("idle_s", "starts", "speech_s", "burst", "soak", "stream_min", "burst_format")
     config = {k: getattr(args, k) for k in keys}
     return {"rows": rows, "config": config} | out
