@@ -22,11 +22,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import cache_hit, capacity, footprint, latency, playback, stream
+from bench import cache_hit, capacity, footprint, latency, piper, playback, stream
 from bench.common import Result, Row, load_average, machine
 
 BENCHES: dict[str, ModuleType] = {
-    m.NAME: m for m in (cache_hit, stream, footprint, capacity, playback)
+    m.NAME: m for m in (cache_hit, stream, footprint, capacity, piper, playback)
 }
 EXTRAS: dict[str, ModuleType] = {latency.NAME: latency}  # not in ``all``
 HERE = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ session, so on a 2-core machine K sessions share 2 cores. Rounds repeat until ea
 least ``--sessions`` samples. Then the same at the server's defaults with 20 at once: the
 sessions past ``max_sessions`` are refused at once (``finish`` with ``server busy``), which a
 daemon answers with its fallback; their count and the accepted sessions' TTFA are reported.
-Piper is not measured: the server has no Piper engine yet.
+The server speaks espeak-ng here (``[server] voice = "en"``); Piper's figures are bench/piper.py's.
 
 ``python -m bench capacity [--sessions 200] [--concurrency 1,5,20]``
 """

@@ -169,14 +169,14 @@ def write_config(path: Path, work: Path, broker_port: int, **sections: dict[str,
     """Write the daemon's (and ``edgespeak serve``'s) TOML for a bench run; returns ``path``.
 
     Bench defaults: node ``bench``, the broker on ``broker_port``, pcm at 22050 Hz, the local
-    server on a free port, cache and state in ``work``, no rate limit. ``sections``: keys per
-    section (``tts={"url": ...}``) added or replacing, values written as JSON (valid TOML for
-    strings, numbers and booleans).
+    server on a free port speaking espeak-ng, cache and state in ``work``, no rate limit.
+    ``sections``: keys per section (``tts={"url": ...}``) added or replacing, values written
+    as JSON (valid TOML for strings, numbers and booleans).
     """
     config: dict[str, dict[str, Any]] = {
         "mqtt": {"port": broker_port},
         "tts": {"format": "pcm", "sample_rate": 22050},
-        "server": {"port": stack.free_port()},
+        "server": {"port": stack.free_port(), "voice": "en"},  # espeak-ng: see bench/piper.py
         "cache": {"dir": str(work / "cache")},
         "daemon": {"state_dir": str(work / "state")},
         "limits": {"rate": UNLIMITED_RATE},

@@ -163,7 +163,7 @@ def write_config(path: Path, args: argparse.Namespace, port: int, server: int, *
     path.write_text(
         f'node_id = "{NODE}"\n[mqtt]\nport = {port}\n'
         f'[tts]\n{extra}format = "pcm"\nsample_rate = {RATE}\nfirst_audio_timeout_ms = 30000\n'
-        f"[server]\nport = {server}\n[cache]\n{cache}\n[fallback]\nenabled = false\n"
+        f'[server]\nport = {server}\nvoice = "en"\n[cache]\n{cache}\n[fallback]\nenabled = false\n'
         f'[daemon]\ndedup_window_s = 0\nstate_dir = "{path.parent / "state"}"\n'
         f'[limits]\nrate = "{UNLIMITED_RATE}"\n'
         f"[audio]\nperiod_ms = {args.period_ms}\nbuffer_ms = {args.buffer_ms}\n"

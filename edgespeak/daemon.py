@@ -106,6 +106,8 @@ class Daemon:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)
                 chimes = Chimes(s.sounds.dir)
                 fallback = fallback_engine(s)
+                if fallback is not None:  # a Piper worker loads its voice meanwhile
+                    fallback_started = asyncio.create_task(fallback.start(), name="fallback")
                 speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self._publish, chimes)
                 scheduler = Scheduler(
                     speaker.speak, self._publish, queue_max=s.daemon.queue_max,
@@ -119,7 +121,7 @@ class Daemon:
                 self._link = link = MqttLink(s, self._routes(commands), self._on_connected)
                 warmer = None
                 if cache is not None and s.cache.phrases:
-                    warmer = PhraseWarmer(s, synth, tts.url, cache)
+                    warmer = PhraseWarmer(s, synth, tts.url, cache, fallback=fallback)
                 try:
                     async with asyncio.TaskGroup() as group:  # the broker link outlives the rest
                         link_task = group.create_task(link.run(), name="mqtt")
@@ -130,6 +132,11 @@ class Daemon:
                             link_task.cancel()
                 finally:
                     await synth.close()
+                    if fallback is not None:  # the Piper worker, if any, stops with the daemon
+                        fallback_started.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await fallback_started
+                        await fallback.close()
         finally:
             await asyncio.to_thread(sink.close)
             if cache is not None:

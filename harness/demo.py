@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from typing import Any
 import aiomqtt
 
 from edgespeak.base.events import TERMINAL
+from edgespeak.sources.voices import find_piper_voices
 from harness.stack import (
     STARTUP_S,
     LocalServer,
@@ -43,16 +46,28 @@ def _write_config(
         f'node_id = "{NODE}"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
         f'[server]\nhost = "127.0.0.1"\nport = {server_port}\n'
-        f'[cache]\ndir = "{cache}"\n' + ("" if sound_card else "[audio]\nkeep_open_s = 0\n")
+        f'[cache]\ndir = "{cache}"\n'
+        + ("" if sound_card else "[audio]\nkeep_open_s = 0\n")
         # Into a WAV file (no sound card), keep-open silence would only pad it between lines.
+        + (f'[fallback]\nvoice = "{piper}"\n' if (piper := _best_piper_voice()) else "")
     )
+
+
+def _best_piper_voice() -> str | None:
+    """The voice the server will default to when Piper is installed: the demo's fallback
+    speaks it too (in a worker process beside the daemon)."""
+    if importlib.util.find_spec("piper") is None:
+        return None
+    best = find_piper_voices().best()
+    return best.id if best is not None else None
 
 
 def demo(announcements: Path, output: Path) -> int:
     """Run the demo; returns 0 when every announcement was spoken, 1 otherwise.
 
-    The demo uses its own temporary configuration: the embedded default (local server,
-    espeak-ng, ``pcm`` at 22050 Hz), whatever ``--config`` says.
+    The demo uses its own temporary configuration: the embedded default (local server on its
+    default voice: the best installed Piper voice, else espeak-ng; ``pcm`` at 22050 Hz),
+    whatever ``--config`` says.
     """
     lines = [ln.strip() for ln in announcements.read_text().splitlines()]
     texts = [ln for ln in lines if ln and not ln.startswith("#")]
@@ -85,7 +100,7 @@ def demo(announcements: Path, output: Path) -> int:
             env=env,
         )
         print(f"edgespeak demo: broker 127.0.0.1:{broker.port}, playing to {where}")
-        ok = asyncio.run(_announce_all(broker.port, texts, server))
+        ok = asyncio.run(_announce_all(broker.port, texts, server, _server_voice(server.log)))
     finally:
         stop_process(daemon)  # SIGTERM: the daemon closes the PCM, completing the WAV
         server.stop()
@@ -99,7 +114,9 @@ def demo(announcements: Path, output: Path) -> int:
 OFFLINE_TEXT = "The TTS server is gone, and I can still speak."
 
 
-async def _announce_all(port: int, texts: list[str], server: LocalServer) -> bool:
+async def _announce_all(
+    port: int, texts: list[str], server: LocalServer, server_voice: str
+) -> bool:
     """Speak ``texts``; then stop the TTS server and speak the first again (from the cache)
     and one new text (through the offline fallback)."""
     ok = True
@@ -109,7 +126,7 @@ async def _announce_all(port: int, texts: list[str], server: LocalServer) -> boo
         async with asyncio.timeout(STARTUP_S):
             while (await anext(messages)) != (f"edgespeak/{NODE}/availability", b"online"):
                 pass
-        print(f"{'#':>2}  {'source':<7} {'TTFA ms':>8} {'dur s':>6}  text")
+        print(f"{'#':>2}  {'source':<7} {'TTFA ms':>8} {'dur s':>6}  {'voice':<26}  text")
         offline = [texts[0], OFFLINE_TEXT] if texts else []
         for n, text in enumerate(texts + offline, 1):
             if n == len(texts) + 1:
@@ -123,13 +140,26 @@ async def _announce_all(port: int, texts: list[str], server: LocalServer) -> boo
             if event.get("state") == "finished":
                 print(
                     f"{n:>2}  {event['source']:<7} {event['ttfa_ms']:>8.1f} "
-                    f"{event['duration_s']:>6.2f}  {text}"
+                    f"{event['duration_s']:>6.2f}  {_voice(event, server_voice):<26}  {text}"
                 )
             else:
                 ok = False
                 state = str(event.get("state")).upper()
                 print(f"{n:>2}  {state}: {event.get('error')}  {text}", file=sys.stderr)
     return ok
+
+
+def _voice(event: dict[str, Any], server_voice: str) -> str:
+    """Who spoke: the fallback's or the Piper-rendered voice, else the server's default."""
+    if event.get("engine") in ("piper", "espeak-ng"):
+        return f"{event.get('voice')} ({event['engine']})"
+    return event.get("voice") or server_voice
+
+
+def _server_voice(log: Path) -> str:
+    """The server's default voice, from its log line ``default voice ID (ENGINE)``."""
+    found = re.search(r"default voice (\S+ \([a-z-]+\))", log.read_text(errors="replace"))
+    return found.group(1) if found else "?"
 
 
 async def aiomqtt_messages(client: aiomqtt.Client) -> AsyncIterator[tuple[str, bytes]]:

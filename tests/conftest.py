@@ -67,6 +67,7 @@ class TtsServer:
     close_after_finish: bool = False
     server: LocalServer | None = None
     token: str | None = None  # the bearer token clients must send (restart to apply)
+    voice: str = "en"  # [server] voice: espeak-ng, whose audio is the same every time
 
     @property
     def url(self) -> str:
@@ -75,7 +76,7 @@ class TtsServer:
     def start(self) -> None:
         cfg = self.workdir / "server.toml"
         cfg.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nvoice = "{self.voice}"\n'
             f"close_after_finish = {str(self.close_after_finish).lower()}\n"
             + (f'token = "{self.token}"\n' if self.token else "")
         )

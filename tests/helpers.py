@@ -77,12 +77,12 @@ async def serving_app(app: web.Application, path: str = LIVE_PATH) -> AsyncItera
 
 
 class CountingServer:
-    """Our server (``build_app`` with ``ServerConfig(**options)``) recording every request it
-    gets: ``paths`` in order (each WebSocket handshake is one); :meth:`wait` waits on a
-    condition of them."""
+    """Our server (``build_app`` with ``ServerConfig(voice="en", **options)``: espeak-ng)
+    recording every request it gets: ``paths`` in order (each WebSocket handshake is one);
+    :meth:`wait` waits on a condition of them."""
 
     def __init__(self, **options: Any) -> None:
-        self.app = build_app(ServerConfig(**options))
+        self.app = build_app(ServerConfig(voice="en", **options))
         self.paths: list[str] = []
         self._changed = asyncio.Condition()
         self.app.middlewares.append(self._count)

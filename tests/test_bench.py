@@ -18,6 +18,7 @@ SMALLEST = [
     ["capacity", "--sessions", "2", "--concurrency", "1,2"],
     ["footprint", "--idle-s", "1", "--starts", "2", "--speech-s", "1", "--burst", "5",
      "--soak", "5", "--stream-min", "0.05"],
+    ["piper", "--sessions", "2", "--rtf-runs", "2"],
 ]  # fmt: skip
 
 
@@ -55,3 +56,6 @@ def test_each_benchmark_runs_and_writes_its_rows(tmp_path: Path) -> None:
     idle = footprint["idle"]["smaps_rollup_mib"]
     assert 0 < idle["Pss"] <= idle["Rss"]
     assert footprint["loop_lag_misses"]["samples"] > 0, "the probe ran through the burst"
+    daemon = benches["piper"]["summary"]["daemon"]
+    assert "worker PSS" not in daemon["espeak-ng fallback"]  # no worker without Piper
+    assert daemon["Piper fallback"]["worker PSS"] > daemon["Piper fallback"]["daemon PSS"]

@@ -132,7 +132,7 @@ async def test_context_inputs_and_handshake_headers() -> None:
 
 
 async def test_our_server_speaks_espeak_ngs_audio_and_two_streams_share_one_socket() -> None:
-    app, upgrades = build_app(ServerConfig()), []
+    app, upgrades = build_app(ServerConfig(voice="en")), []
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         upgrades.append(request.path)
@@ -156,7 +156,7 @@ async def test_refused_handshake_is_typed(status: int, error: type[Exception]) -
 
 
 async def test_own_server_refuses_a_wrong_key() -> None:
-    async with serving(build_app(ServerConfig(token=SecretStr(KEY)))) as url:
+    async with serving(build_app(ServerConfig(voice="en", token=SecretStr(KEY)))) as url:
         async with client(url, token=SecretStr("sk_car_wrong")) as c:
             with pytest.raises(TtsRejected) as info:
                 await collect(c)
@@ -286,7 +286,11 @@ async def test_socket_closed_before_any_audio_is_retried_on_a_fresh_one() -> Non
 
 
 async def test_idle_close_by_the_server_is_followed_by_a_new_socket() -> None:
-    app, upgrades, changed = build_app(ServerConfig(cartesia_idle_close_s=0.3)), [], asyncio.Event()
+    app, upgrades, changed = (
+        build_app(ServerConfig(voice="en", cartesia_idle_close_s=0.3)),
+        [],
+        asyncio.Event(),
+    )
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         upgrades.append(request.path)

@@ -39,7 +39,7 @@ Msg = dict[str, Any]
 @contextlib.asynccontextmanager
 async def local_server(**config: Any) -> AsyncIterator[int]:
     """Our server (both protocols) on 127.0.0.1; yields its port."""
-    runner = web.AppRunner(build_app(ServerConfig(**config)))
+    runner = web.AppRunner(build_app(ServerConfig(voice="en", **config)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

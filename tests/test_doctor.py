@@ -171,3 +171,39 @@ async def test_the_daemon_never_shows_its_secrets_in_logs_or_events(
     assert_no_secret(log)
     assert_no_secret(events)
     assert_no_secret((tmp_path / "server.log").read_text())
+
+
+async def test_engines_voices_and_their_real_time_factors_are_shown(
+    tmp_path: Path, secured: Mosquitto, keyed_server: TtsServer, alsa_capture: AlsaCapture
+) -> None:
+    config = config_for(tmp_path, secured, keyed_server)
+    with config.open("a") as f:  # [fallback] is the config's last table
+        f.write('voice = "en_US-joe-medium"\nlive_max_rtf = 100.0\n')
+    report = await run_doctor(config, alsa_capture)
+    assert report.code == 0, report.output
+    espeak, piper = report.row("espeak-ng"), report.row("piper")
+    assert report.result("espeak-ng") == "ok" and "voices; real-time factor 0." in espeak
+    assert report.result("piper") == "ok"
+    assert "1 voice: en_US-joe-medium (en-us, medium); real-time factor " in piper
+    assert "on this machine (en_US-joe-medium, loaded in" in piper
+    fallback = report.row("fallback")
+    assert "Piper voice 'en_US-joe-medium' in a worker process; live fallback speaks it" in fallback
+
+
+async def test_a_broken_piper_fallback_voice_fails_with_a_fix(
+    tmp_path: Path, secured: Mosquitto, keyed_server: TtsServer, alsa_capture: AlsaCapture
+) -> None:
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    (voices / "en_US-gone-medium.onnx.json").write_text("{}")  # its model is missing
+    config = config_for(tmp_path, secured, keyed_server)
+    text = config.read_text().replace(
+        "[fallback]\n",
+        f'[server]\npiper_voices_dir = "{voices}"\n[fallback]\nvoice = "en_US-gone-medium"\n',
+    )
+    config.write_text(text)
+    report = await run_doctor(config, alsa_capture)
+    assert report.code == 1
+    assert report.result("fallback") == "FAIL"
+    assert "Piper voice 'en_US-gone-medium': its model file is missing" in report.row("fallback")
+    assert "fix: replace the voice's files" in report.row("fallback")

@@ -168,7 +168,7 @@ async def test_leaving_the_client_after_a_refused_warm_up_does_not_raise() -> No
 
 
 async def test_own_server_checks_the_bearer_token() -> None:
-    app = build_app(ServerConfig(token=SecretStr(KEY)))
+    app = build_app(ServerConfig(voice="en", token=SecretStr(KEY)))
     async with serving(app) as url:
         for token in (None, SecretStr("sk-wrong-key")):
             async with FishLiveClient(url, token=token) as client:
@@ -191,7 +191,11 @@ async def test_nothing_listening_is_unavailable() -> None:
 
 
 async def test_keep_open_server_serves_successive_streams_on_one_connection() -> None:
-    app, upgraded, upgrades = build_app(ServerConfig(close_after_finish=False)), asyncio.Event(), []
+    app, upgraded, upgrades = (
+        build_app(ServerConfig(voice="en", close_after_finish=False)),
+        asyncio.Event(),
+        [],
+    )
 
     async def count(request: web.Request, response: web.StreamResponse) -> None:
         upgrades.append(response)
@@ -367,7 +371,10 @@ async def test_our_server_in_both_lifetimes_serves_successive_streams(close: boo
 
 
 async def test_a_refused_start_is_answered_once_and_the_socket_serves_the_next_session() -> None:
-    async with serving(build_app(ServerConfig())) as url, aiohttp.ClientSession() as http:
+    async with (
+        serving(build_app(ServerConfig(voice="en"))) as url,
+        aiohttp.ClientSession() as http,
+    ):
         async with http.ws_connect(url) as ws:
             mp3 = fp.build_request(format="mp3", sample_rate=None, reference_id=None)
             for frame in (fp.start(mp3), fp.text("Hi."), fp.flush(), fp.stop()):

@@ -231,7 +231,10 @@ async def test_our_server_accepts_the_full_request_and_refuses_out_of_range_fiel
     settings = full_config(tmp_path, format='"pcm"', reference_id='"en-us"')
     good = provider_request(settings, None)
     bad = good | {"prosody": {"speed": 3.0, "volume": 0}}
-    async with serving_app(build_app(ServerConfig())) as url, FishLiveClient(url) as client:
+    async with (
+        serving_app(build_app(ServerConfig(voice="en"))) as url,
+        FishLiveClient(url) as client,
+    ):
         audio = b"".join([c async for c in client.stream("Hello there.", good)])
         assert len(audio) > 22050  # half a second of speech came back
         with pytest.raises(TtsProtocolError, match=r"'prosody\.speed'.*less than or equal to 2"):

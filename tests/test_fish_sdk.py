@@ -100,7 +100,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("sdk-server")
     port = free_port()
     config = workdir / "server.toml"
-    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{KEY}"\n')
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\ntoken = "{KEY}"\nvoice = "en"\n'
+    )
     server = LocalServer(config, workdir / "server.log", base_env())
     server.start()
     try:
@@ -249,7 +251,7 @@ async def test_async_client_streams_and_converts(base_url: str) -> None:
 async def test_refusal_switch_reaches_the_sdk_over_http_and_websocket(
     status: int, error: type[APIError]
 ) -> None:
-    app = build_app(ServerConfig(token=SecretStr(KEY), test_refuse_status=status))
+    app = build_app(ServerConfig(voice="en", token=SecretStr(KEY), test_refuse_status=status))
     async with serving_app(app) as url:
         client = AsyncFishAudio(api_key=KEY, base_url=http_base(url))
         with pytest.raises(error) as info:
@@ -263,7 +265,7 @@ async def test_refusal_switch_reaches_the_sdk_over_http_and_websocket(
 
 @pytest.mark.parametrize("fault", ["error_before_audio", "error_after_audio"])
 async def test_a_session_ending_with_error_is_the_sdks_websocket_error(fault: str) -> None:
-    app = build_app(ServerConfig(test_session_fault=fault))
+    app = build_app(ServerConfig(voice="en", test_session_fault=fault))
     async with serving_app(app) as url:
         client = AsyncFishAudio(api_key=KEY, base_url=http_base(url))
         got: list[bytes] = []

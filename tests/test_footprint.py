@@ -21,7 +21,7 @@ NOT_LOADED = (
     "edgespeak.inlets.hermes",  # [hermes] disabled
     "edgespeak.inlets.esphome", "aioesphomeapi", "zeroconf", "noise", "miniaudio",  # [esphome]
     "edgespeak.audio.media", "edgespeak.audio.resample",  # no media URL
-    "edgespeak.sources.piper", "piper", "onnxruntime",  # Piper, once it exists
+    "edgespeak.sources.piper", "piper", "onnxruntime",  # no Piper [fallback] voice
 )  # fmt: skip
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", re.MULTILINE)
 

@@ -312,7 +312,7 @@ def server_errors() -> Iterator[Errors]:
 @pytest.fixture
 async def live_url() -> AsyncIterator[str]:
     """``build_app`` (real espeak-ng engine) served in this process, shared by the examples."""
-    async with serving_app(build_app(ServerConfig())) as url:
+    async with serving_app(build_app(ServerConfig(voice="en"))) as url:
         yield url
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 from tests.test_units import ROOT, require
 
@@ -26,7 +28,9 @@ def test_install_script_shellcheck() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def run_install_unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
+def run_install_unprivileged(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """scripts/install without root: as root, dropped to user nobody with setpriv (util-linux);
     otherwise as the unprivileged user running the tests. Either way it cannot touch /etc or
     /opt, whatever goes wrong."""
@@ -41,6 +45,7 @@ def run_install_unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
     )
 
 
@@ -61,3 +66,29 @@ def test_install_script_help_options_and_root_check() -> None:
     not_root = run_install_unprivileged("--server")
     assert (not_root.returncode, not_root.stdout) == (1, "")
     assert "run as root" in not_root.stderr
+
+
+def test_the_piper_extra_is_refused_on_32_bit_arm_before_anything_else() -> None:
+    """On armv7l (a fake ``uname`` first on PATH) ``--server`` and ``--piper`` say at once that
+    Piper is not installed there and why; other machines get no such message."""
+    with tempfile.TemporaryDirectory() as top:  # not under pytest's 0700 directory: the
+        check_arm(Path(top))  # unprivileged user the script runs as must reach the fake
+
+
+def check_arm(tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "uname").write_text(
+        '#!/bin/sh\n[ "$1" = "-m" ] && echo armv7l || exec /bin/uname "$@"\n'
+    )
+    (fake / "uname").chmod(0o755)
+    tmp_path.chmod(0o755)  # reachable by the unprivileged user the script runs as
+    arm = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    for option in ("--server", "--piper"):
+        refused = run_install_unprivileged(option, env=arm)
+        assert refused.returncode == 1  # then the root check, as before
+        assert "not installing the Piper voices: armv7l is a 32-bit OS" in refused.stderr
+        assert "install a 64-bit Raspberry Pi OS (aarch64)" in refused.stderr
+    plain = run_install_unprivileged("--server")
+    assert "Piper" not in plain.stderr
+    assert "Piper" not in run_install_unprivileged(env=arm).stderr  # the daemon alone: no extra

@@ -45,7 +45,7 @@ async def finish(ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str, Any], i
 
 @contextlib.asynccontextmanager
 async def server(**options: Any) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
-    async with serving_app(build_app(ServerConfig(**options))) as url:
+    async with serving_app(build_app(ServerConfig(voice="en", **options))) as url:
         async with aiohttp.ClientSession() as http:
             yield url, http
 
@@ -85,7 +85,7 @@ async def test_sessions_past_the_limit_end_at_once_and_free_up_when_one_ends() -
 
 
 async def test_a_client_leaving_mid_session_gives_its_session_back() -> None:
-    app = build_app(ServerConfig(max_sessions=1))
+    app = build_app(ServerConfig(voice="en", max_sessions=1))
     async with serving_app(app) as url, aiohttp.ClientSession() as http:
         gone = await http.ws_connect(url)
         await send(gone, START, {"event": "text", "text": "Hello "})
@@ -145,7 +145,7 @@ async def ending(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
 
 
 async def test_cartesia_sockets_count_as_connections_with_fishs() -> None:
-    app = build_app(ServerConfig(max_connections=2))
+    app = build_app(ServerConfig(voice="en", max_connections=2))
     async with serving_app(app) as url, aiohttp.ClientSession() as http:
         fish, cartesia = await http.ws_connect(url), await http.ws_connect(cartesia_url(url))
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
@@ -164,7 +164,7 @@ async def test_cartesia_sockets_count_as_connections_with_fishs() -> None:
 
 
 async def test_cartesia_contexts_past_max_sessions_get_a_429_error_and_free_up() -> None:
-    app = build_app(ServerConfig(max_sessions=1))
+    app = build_app(ServerConfig(voice="en", max_sessions=1))
     async with serving_app(app) as url, aiohttp.ClientSession() as http:
         ws = await http.ws_connect(cartesia_url(url))
         await say(ws, "busy", "Still talking. ", True)  # open, not ended: a session held

@@ -29,8 +29,9 @@ PASSED = {fp.LIVE_PATH: 400, "/v1/tts": 400, "/model": 200, cp.WEBSOCKET_PATH: 4
 
 @contextlib.asynccontextmanager
 async def server(**options: Any) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
-    """Our server with ``ServerConfig(**options)``; yields its http:// base and a session."""
-    async with serving_app(build_app(ServerConfig(**options))) as url:
+    """Our server with ``ServerConfig(voice="en", **options)``; yields its http:// base and a
+    session."""
+    async with serving_app(build_app(ServerConfig(voice="en", **options))) as url:
         base = url.replace("ws://", "http://").removesuffix(fp.LIVE_PATH)
         async with aiohttp.ClientSession() as http:
             yield base, http

@@ -40,7 +40,7 @@ async def test_each_session_logs_its_first_audio_time_within_what_the_client_saw
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.INFO, logger="edgespeak.server.app"):
-        async with serving_app(build_app(ServerConfig())) as url:
+        async with serving_app(build_app(ServerConfig(voice="en"))) as url:
             async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
                 seen = [await session(ws, "Hello there."), await session(ws, "")]
     logged = [LOGGED.search(r.getMessage()) for r in caplog.records]

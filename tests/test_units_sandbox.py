@@ -135,6 +135,12 @@ async def http() -> None:
     await runner.cleanup()
 
 asyncio.run(http())
+
+# Piper (onnxruntime, its own espeak-ng): the server's default voice and a fallback voice.
+from edgespeak.sources.piper import load_piper
+from edgespeak.sources.voices import find_piper_voices
+joe = load_piper(find_piper_voices().get("en_US-joe-medium"))
+assert sum(len(pcm) for pcm in joe.sentences("Hello there. Goodbye.")) > 20000
 print("stack ok")
 """
 

@@ -99,7 +99,7 @@ def test_http_base_follows_the_live_url() -> None:
 
 async def test_every_listed_voice_is_accepted_as_reference_id() -> None:
     """Each id from GET /model speaks over /v1/tts/live; an unknown one ends at 'start'."""
-    app = build_app(ServerConfig())
+    app = build_app(ServerConfig(voice="en"))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -163,8 +163,14 @@ def test_cli_pages_title_and_tag(server: str, tmp_path: Path) -> None:
         cli(tmp_path, server, "list", "--title", "received", "--tag", "espeak-ng", "--json").stdout
     )
     assert [v["_id"] for v in titled["items"]] == ["en-gb-x-rp"]
-    none = cli(tmp_path, server, "list", "--tag", "piper")
+    none = cli(tmp_path, server, "list", "--tag", "no-such-tag")
     assert none.returncode == 0 and "none of 0 voices" in none.stdout
+    # Both engines in one list: Piper's voices (the default first), then espeak-ng's.
+    assert everything["items"][0]["_id"] == "en_US-joe-medium"
+    piper = cli(tmp_path, server, "list", "--tag", "piper", "--language", "en")
+    row = piper.stdout.splitlines()[1].split()
+    assert row == ["en_US-joe-medium", "en_US-joe-medium", "en-us,en", "piper,medium"]
+    assert "1-1 of 1 voices" in piper.stdout
 
 
 def test_cli_gets_a_voice_and_names_an_unknown_one(server: str, tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ class Event:
     ``reason``: why the offline fallback spoke instead of the provider (source fallback only).
     ``chime_gap_ms``: milliseconds of silence between the chime and the speech (chimed only).
     ``warning``: something that went wrong without stopping it (an unknown chime, skipped).
+    ``voice``/``engine``: which voice spoke and what made the audio (finished only): the
+    fallback's voice and ``espeak-ng`` or ``piper``; for a stream or a cached phrase the
+    provider (``fish``, ``cartesia``) and the voice asked of it (absent: its default), or the
+    Piper voice that rendered a pinned phrase the provider could not.
     ``host``: the host (and port) of a media URL played (source url), never its path or query.
     """
 
@@ -50,6 +54,8 @@ class Event:
     reason: str | None = None
     chime_gap_ms: float | None = None
     warning: str | None = None
+    voice: str | None = None
+    engine: str | None = None
     host: str | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 

@@ -3,10 +3,12 @@
 Checks, in order: the config (and its secrets can be read), the ALSA output (opened with the
 daemon's settings, 100 ms of silence played through the daemon's own writer), the broker
 (connect with the daemon's settings and subscribe to the announce topics), the TTS provider
-(handshake and a one-word synthesis, decoded), the offline fallback engine, and the phrase
-cache (directory writable, entries and size). Exit code 0 when nothing failed, 1 otherwise
-(warnings do not count). Nothing printed carries a secret: every detail comes from messages
-that are built without them (see :mod:`edgespeak.base.errors`).
+(handshake and a one-word synthesis, decoded), the local engines (espeak-ng and Piper: their
+voices and real-time factor measured here, :mod:`edgespeak.cli.doctor_engines`), the offline
+fallback they make, and the phrase cache (directory writable, entries and size). Exit code 0
+when nothing failed, 1 otherwise (warnings do not count). Nothing printed carries a secret:
+every detail comes from messages that are built without them (see
+:mod:`edgespeak.base.errors`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import aiomqtt
 
@@ -25,6 +25,8 @@ from edgespeak.audio.alsa import AlsaSink
 from edgespeak.audio.formats import make_decoder
 from edgespeak.base.errors import AudioDeviceError, EdgespeakError, TtsError, TtsRejected
 from edgespeak.cli.cache import size
+from edgespeak.cli.doctor_engines import check_engines, fallback_row
+from edgespeak.cli.doctor_rows import Check
 from edgespeak.config import Settings, load_config
 from edgespeak.inlets.mqtt.connect import (
     ProtocolChoice,
@@ -35,20 +37,9 @@ from edgespeak.inlets.mqtt.connect import (
 from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.sources.cache import PhraseCache
 
-Result = Literal["ok", "warn", "FAIL"]
 SILENCE_S = 0.1  # seconds of silence the audio check plays
 WORD = "Test."  # the one-word synthesis
 BROKER_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """One row of the report: ``part`` checked, ``result``, what was seen, how to fix it."""
-
-    part: str
-    result: Result
-    detail: str
-    fix: str = ""
 
 
 def doctor(config_path: Path | None) -> int:
@@ -69,15 +60,11 @@ async def run_checks(config_path: Path | None) -> list[Check]:
         return [Check("config", "FAIL", str(exc), fix)]
     where = str(config_path) if config_path else "defaults and environment"
     checks = [Check("config", "ok", f"loaded ({where})")]
-    steps: list[Callable[[Settings], Awaitable[Check]]] = [
-        check_audio,
-        check_broker,
-        check_tts,
-        check_fallback,
-        check_cache,
-    ]
+    steps: list[Callable[[Settings], Awaitable[Check]]] = [check_audio, check_broker, check_tts]
     for step in steps:
         checks.append(await step(settings))
+    engines, measured = await check_engines(settings)  # espeak-ng, Piper: voices and RTF
+    checks += [*engines, fallback_row(settings, measured), await check_cache(settings)]
     return checks
 
 
@@ -183,19 +170,6 @@ _REJECTED_FIX = {
     402: "top up the provider account's credit, or use the local server (unset [tts] url)",
     429: "too many connections or requests on this account: wait, or lower the load",
 }
-
-
-async def check_fallback(s: Settings) -> Check:
-    """The offline fallback engine (espeak-ng) when ``[fallback] enabled``."""
-    from edgespeak.sources.fallback import fallback_engine
-
-    if not s.fallback.enabled:
-        return Check("fallback", "ok", "disabled ([fallback] enabled = false)")
-    engine = fallback_engine(s)
-    if engine is None:
-        fix = "install espeak-ng (`apt install espeak-ng`) or set [fallback] enabled = false"
-        return Check("fallback", "warn", "espeak-ng is not usable: no offline speech", fix)
-    return Check("fallback", "ok", f"espeak-ng voice {s.fallback.voice!r}")
 
 
 async def check_cache(s: Settings) -> Check:

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
     add("run", "run the daemon: MQTT announcements → TTS → ALSA")
-    add("serve", "run the local TTS server (Fish live and Cartesia protocols, espeak-ng)")
+    add("serve", "run the local TTS server (Fish live and Cartesia protocols; Piper, espeak-ng)")
     say = add("say", "publish an announcement to this node and wait until it was spoken")
     say.add_argument("text")
     say.add_argument("--voice", help="voice (Fish reference_id / espeak-ng voice)")
@@ -92,8 +92,13 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return await run(settings)
         case "serve":
             from edgespeak.server.app import serve
+            from edgespeak.sources.espeak import EngineError
 
-            await serve(settings.server)
+            try:
+                await serve(settings.server)
+            except EngineError as exc:  # the default voice cannot speak: say why, at start
+                print(f"edgespeak serve: {exc}", file=sys.stderr)
+                return 2
             return 0
         case "say":
             from edgespeak.cli.say import say

@@ -78,10 +78,15 @@ class CacheConfig(Section):
 
 
 class FallbackConfig(Section):
-    """The offline fallback: espeak-ng in the daemon, used when the provider cannot speak."""
+    """The offline fallback, used when the provider cannot speak: ``voice`` is an espeak-ng
+    voice or a Piper voice id (then Piper runs in a worker process beside the daemon; live
+    fallback uses it only when its measured real-time factor is at most ``live_max_rtf``, else
+    espeak-ng in the Piper voice's language; pinned phrases the provider cannot render are
+    rendered with it in the background)."""
 
     enabled: bool = True
     voice: str = "en"
+    live_max_rtf: float = Field(0.5, ge=0.0)
 
 
 SessionFault = Literal["none", "error_before_audio", "error_after_audio", "close_after_audio"]
@@ -97,12 +102,15 @@ class ServerConfig(Section):
     its first audio.
     ``cartesia_idle_close_s``: a Cartesia socket without a context under way this many
     seconds is closed, as Cartesia's cloud does after 5 minutes.
+    ``voice``: the default voice (espeak-ng or Piper id); ``piper_voices_dir``: a directory
+    of Piper voices, used beside the installed voice packages (also by the daemon's fallback).
     """
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     token: SecretStr | None = None
-    voice: str = "en"
+    voice: str | None = None  # None: the best installed Piper voice, else espeak-ng "en"
+    piper_voices_dir: Path | None = None  # more Piper voices (X.onnx + X.onnx.json)
     close_after_finish: bool = False
     max_text_chars: int = Field(5000, ge=1)
     max_connections: int = Field(32, ge=1, le=10000)

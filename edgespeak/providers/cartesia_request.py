@@ -21,11 +21,17 @@ from edgespeak.wire import cartesia as cp
 _TIMING_ONLY = frozenset({"max_buffer_delay_ms"})
 
 
+# A Cartesia voice id (a UUID) for the local server: it speaks any such id in its default voice.
+SERVER_DEFAULT_VOICE = "00000000-0000-0000-0000-000000000000"
+
+
 def default_voice(settings: Settings) -> str | None:
     """The voice id of an announcement without one: ``[tts] reference_id``, else, on the local
-    server (``[tts] url`` unset), ``[server] voice``; None when there is none."""
+    server (``[tts] url`` unset), ``[server] voice``, or when that is unset too
+    :data:`SERVER_DEFAULT_VOICE` (the server's own default); None when there is none."""
     local = settings.tts.url is None
-    return settings.tts.reference_id or (settings.server.voice if local else None)
+    server_voice = settings.server.voice or SERVER_DEFAULT_VOICE
+    return settings.tts.reference_id or (server_voice if local else None)
 
 
 def audio_identity(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:

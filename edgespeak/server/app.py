@@ -24,12 +24,14 @@ from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import ServerConfig
 from edgespeak.server.capacity import Capacity
 from edgespeak.server.cartesia import CartesiaHandler
+from edgespeak.server.engines import LocalEngines
 from edgespeak.server.http_tts import add_http_tts
-from edgespeak.server.models import add_model_routes, espeak_voices
+from edgespeak.server.models import add_model_routes, local_voices
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.server.refusals import refusal_response
 from edgespeak.server.request import parse_request
-from edgespeak.sources.espeak import EngineError, EspeakEngine
+from edgespeak.sources.espeak import EngineError
+from edgespeak.sources.voices import VoiceError
 from edgespeak.wire import cartesia as cp
 from edgespeak.wire import fish as fp
 
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _END = object()  # reader → worker: the socket closed
 CAPACITY = web.AppKey("capacity", Capacity)  # shared by every handler of one server
+ENGINES = web.AppKey("engines", LocalEngines)  # the voices every handler speaks with
 
 
 class _Failed:
@@ -64,29 +67,32 @@ class _Session:
     ``start`` to its first ``audio`` sent (the server's own time to first audio; logged at the
     end of the session, read by bench/stream.py), None before."""
 
-    def __init__(self, request: dict[str, Any], engine: EspeakEngine) -> None:
+    def __init__(self, request: dict[str, Any], engines: LocalEngines) -> None:
         self.started_at = time.monotonic()
         self.first_audio_ms: float | None = None
         try:
             spec = parse_request(request)
+        except UnsupportedRequest as exc:
+            raise SessionError(str(exc)) from None
+        try:  # refused at 'start', before any text is buffered
+            self.voice = engines.choose(spec.voice)
+        except VoiceError as exc:
+            raise SessionError(str(exc)) from None
+        except EngineError:
+            raise SessionError(
+                f"unknown voice {spec.voice!r} (`edgespeak voices list` or GET /model "
+                "lists this server's voices)"
+            ) from None
+        try:
             self.output = OutputStream(
                 spec.format,
                 spec.sample_rate,
-                engine.rate_hz,
+                engines.rate_hz(self.voice),
                 spec.opus_bitrate,
                 gain_db=spec.volume_db,
             )
         except UnsupportedRequest as exc:
             raise SessionError(str(exc)) from None
-        self.voice = spec.voice
-        if self.voice is not None:  # refused at 'start', before any text is buffered
-            try:
-                engine.check_voice(str(self.voice))
-            except EngineError:
-                raise SessionError(
-                    f"unknown voice {self.voice!r} (`edgespeak voices list` or GET /model "
-                    "lists this server's voices)"
-                ) from None
         self.speed = spec.speed
         self.buffer = ""
         self.chars = 0
@@ -100,18 +106,14 @@ class _Session:
 
 
 class LiveHandler:
-    """Serves ``/v1/tts/live`` with one engine; ``config`` gives token, limits, lifetime;
-    ``capacity`` counts connections and sessions (shared with the server's other handlers)."""
+    """Serves ``/v1/tts/live`` with the server's voices; ``config`` gives token, limits,
+    lifetime; ``capacity`` counts connections and sessions (shared with the server's other
+    handlers)."""
 
-    def __init__(self, config: ServerConfig, engine: EspeakEngine, capacity: Capacity) -> None:
+    def __init__(self, config: ServerConfig, engines: LocalEngines, capacity: Capacity) -> None:
         self._config = config
-        self._engine = engine
+        self._engines = engines
         self._capacity = capacity
-
-    @property
-    def engine(self) -> EspeakEngine:
-        """The engine every session speaks with."""
-        return self._engine
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade to a WebSocket (401 without the right bearer token, 429 when
@@ -191,7 +193,7 @@ class LiveHandler:
                 if not self._capacity.begin_session():
                     raise SessionError(self._capacity.sessions_full())
                 try:
-                    return _Session(request, self._engine)
+                    return _Session(request, self._engines)
                 except SessionError:
                     self._capacity.end_session()
                     raise
@@ -239,7 +241,7 @@ class LiveHandler:
         fault = self._config.test_session_fault
         if fault == "error_before_audio" and not session.sent_audio:
             raise SessionError(f"test switch: {fault}", test_session_fault=fault, status=500)
-        speech = self._engine.synthesize(text, session.voice, speed=session.speed)
+        speech = self._engines.synthesize(text, session.voice, speed=session.speed)
         async with contextlib.aclosing(speech):
             async for pcm in speech:
                 encoded = session.output.write(pcm)
@@ -254,25 +256,34 @@ class LiveHandler:
                         raise _CloseSocket
 
 
-def build_app(config: ServerConfig, engine: EspeakEngine | None = None) -> web.Application:
+def build_app(config: ServerConfig, engines: LocalEngines | None = None) -> web.Application:
     """The aiohttp application serving ``/v1/tts/live``, Cartesia's ``/tts/websocket``,
-    ``POST /v1/tts`` and the voice list ``/model``."""
-    engine = engine or EspeakEngine(voice=config.voice)
+    ``POST /v1/tts`` and the voice list ``/model``. ``engines``: the voices (default: found
+    and loaded now, see :meth:`LocalEngines.start`, which raises EngineError when the default
+    voice cannot speak)."""
+    engines = engines or LocalEngines.start(config.voice, config.piper_voices_dir)
     capacity = Capacity(config.max_connections, config.max_sessions)
-    handler = LiveHandler(config, engine, capacity)
     app = web.Application()
     app[CAPACITY] = capacity
-    app.router.add_get(fp.LIVE_PATH, handler.handle)
-    add_model_routes(app, config, espeak_voices(engine.voice_list))  # GET /model[/{id}]
-    add_http_tts(app, config, handler.engine)
-    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engine, capacity).handle)
+    app[ENGINES] = engines
+    app.router.add_get(fp.LIVE_PATH, LiveHandler(config, engines, capacity).handle)
+    add_model_routes(app, config, local_voices(engines))  # GET /model[/{id}]
+    add_http_tts(app, config, engines)
+    app.router.add_get(cp.WEBSOCKET_PATH, CartesiaHandler(config, engines, capacity).handle)
+    app.on_cleanup.append(_close_engines)
     return app
+
+
+async def _close_engines(app: web.Application) -> None:
+    app[ENGINES].close()
 
 
 async def serve(config: ServerConfig) -> None:
     """Serve until cancelled; prints ``listening on ws://HOST:PORT/v1/tts/live`` once bound
-    (``[server] port = 0`` picks a free port, and this line tells which)."""
-    runner = web.AppRunner(build_app(config), access_log=None)
+    (``[server] port = 0`` picks a free port, and this line tells which). The default voice
+    is loaded first: raises EngineError (VoiceError) when it cannot speak, before binding."""
+    engines = await asyncio.to_thread(LocalEngines.start, config.voice, config.piper_voices_dir)
+    runner = web.AppRunner(build_app(config, engines), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

@@ -1,10 +1,11 @@
 """How much the local server takes on at once: WebSocket connections and sessions.
 
-A Pi or a small home server runs one espeak-ng (or Piper) process per session; past a few at
-once every session slows down together. So the server refuses the connection past
-``[server] max_connections`` (HTTP 429, as Fish's cloud does at its concurrency limit,
-docs/protocols.md §1) and ends a session past ``max_sessions`` at once with an error the
-client can act on (fall back), instead of letting everyone's time to first audio grow.
+A Pi or a small home server runs one espeak-ng process per session, or Piper's syntheses in
+turn; past a few at once every session slows down together. So the server refuses the
+connection past ``[server] max_connections`` (HTTP 429, as Fish's cloud does at its
+concurrency limit, docs/protocols.md §1) and ends a session past ``max_sessions`` at once
+with an error the client can act on (fall back), instead of letting everyone's time to first
+audio grow.
 """
 
 from __future__ import annotations

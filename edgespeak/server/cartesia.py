@@ -1,4 +1,4 @@
-"""The local server's Cartesia TTS WebSocket, ``GET /tts/websocket`` (espeak-ng behind it).
+"""The local server's Cartesia TTS WebSocket, ``GET /tts/websocket`` (espeak-ng or Piper).
 
 Protocol as in docs/protocols.md §6 (see :mod:`edgespeak.wire.cartesia`). One socket
 multiplexes contexts: each ``context_id`` buffers its transcript across ``continue: true``
@@ -12,8 +12,9 @@ ended, an unsupported encoding, sample rate or voice) gets an ``error`` frame wi
 up to one with ``continue: false``. A frame that is not a JSON object with a ``context_id``
 gets an ``error`` without one.
 
-What this server does differently from Cartesia's: ``voice.id`` names an espeak-ng voice;
-a Cartesia voice id (a UUID) speaks in ``[server] voice``, so the SDK examples run unchanged.
+What this server does differently from Cartesia's: ``voice.id`` names one of its voices
+(espeak-ng or Piper, :mod:`edgespeak.server.engines`); a Cartesia voice id (a UUID) speaks in
+the server's default voice, so the SDK examples run unchanged.
 ``model_id``, ``language``, ``max_buffer_delay_ms`` and the timestamp options are accepted and
 ignored (nothing is synthesised before ``flush`` or ``continue: false``); ``pcm_mulaw`` and
 ``pcm_alaw`` are refused. Auth: the ``[server] token`` as ``Authorization: Bearer``,
@@ -43,9 +44,9 @@ from edgespeak.base.errors import EdgespeakError, RequestError
 from edgespeak.base.pcm import FrameCarry
 from edgespeak.config import ServerConfig
 from edgespeak.server.capacity import Capacity
+from edgespeak.server.engines import LocalEngines, VoiceChoice
 from edgespeak.server.output import OutputStream
 from edgespeak.server.refusals import refusal_response
-from edgespeak.sources.espeak import EspeakEngine
 from edgespeak.wire import cartesia as cp
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class _Encoder:
 class _Context:
     """One context: its fixed fields, the buffered transcript and the task speaking it."""
 
-    def __init__(self, context_id: str, fields: dict[str, Any], voice: str | None) -> None:
+    def __init__(self, context_id: str, fields: dict[str, Any], voice: VoiceChoice) -> None:
         self.id = context_id
         self.fields = fields
         self.voice = voice
@@ -123,9 +124,9 @@ class CartesiaHandler:
     ``capacity`` (shared with the server's other handlers) counts each socket as a connection
     and each context as a session, from its first input until it ends."""
 
-    def __init__(self, config: ServerConfig, engine: EspeakEngine, capacity: Capacity) -> None:
+    def __init__(self, config: ServerConfig, engines: LocalEngines, capacity: Capacity) -> None:
         self._config = config
-        self._engine = engine
+        self._engines = engines
         self._capacity = capacity
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -139,7 +140,7 @@ class CartesiaHandler:
             ws = web.WebSocketResponse(heartbeat=None, max_msg_size=16 * 1024 * 1024)
             await ws.prepare(request)
             log.debug("Cartesia socket opened (cartesia-version %s)", version)
-            await _Connection(ws, self._config, self._engine, self._capacity).serve()
+            await _Connection(ws, self._config, self._engines, self._capacity).serve()
             return ws
 
 
@@ -150,12 +151,12 @@ class _Connection:
         self,
         ws: web.WebSocketResponse,
         config: ServerConfig,
-        engine: EspeakEngine,
+        engines: LocalEngines,
         capacity: Capacity,
     ):
         self._ws = ws
         self._config = config
-        self._engine = engine
+        self._engines = engines
         self._capacity = capacity
         self._contexts: dict[str, _Context] = {}
         self._failed: set[str] = set()  # contexts whose inputs are ignored up to their end
@@ -306,8 +307,8 @@ class _Connection:
         self._contexts[context_id] = ctx
         return ctx
 
-    def _voice(self, voice: object) -> str | None:
-        """The espeak-ng voice for ``voice`` ({mode: id, id}); None = the server's voice.
+    def _voice(self, voice: object) -> VoiceChoice:
+        """The server's voice for ``voice`` ({mode: id, id}); a UUID = the server's default.
         Raises InputError for another mode or an id that is neither a voice nor a UUID."""
         if not isinstance(voice, dict) or voice.get("mode", "id") != "id":
             raise InputError("'voice' must be {mode: 'id', id: …}; other modes are unsupported")
@@ -315,15 +316,15 @@ class _Connection:
         if not isinstance(voice_id, str) or not voice_id:
             raise InputError("'voice.id' must be a non-empty string")
         if _UUID.match(voice_id):
-            return None  # a Cartesia voice id: this server has only espeak-ng's voices
+            return self._engines.default  # a Cartesia voice id: speak in the server's voice
         try:
-            return self._engine.check_voice(voice_id)
+            return self._engines.choose(voice_id)
         except EdgespeakError as exc:
             raise InputError(str(exc)) from None
 
     async def _speak(self, ctx: _Context) -> None:
         """Synthesise the context's segments in order; ``done`` after the last."""
-        encoder = _Encoder(ctx.encoding, ctx.rate_hz, self._engine.rate_hz)
+        encoder = _Encoder(ctx.encoding, ctx.rate_hz, self._engines.rate_hz(ctx.voice))
         try:
             while (item := await ctx.work.get()) is not _END:
                 text, flush_id = item
@@ -357,7 +358,7 @@ class _Connection:
         if not text:
             return
         started = time.monotonic()
-        async for pcm in self._engine.synthesize(text, ctx.voice):
+        async for pcm in self._engines.synthesize(text, ctx.voice):
             audio = encoder.write(pcm)
             if audio:
                 now = time.monotonic()

@@ -18,10 +18,11 @@ import ormsgpack
 from aiohttp import web
 
 from edgespeak.config import ServerConfig
+from edgespeak.server.engines import LocalEngines
 from edgespeak.server.output import OutputStream, UnsupportedRequest
 from edgespeak.server.refusals import error_response, refusal_response
 from edgespeak.server.request import parse_request
-from edgespeak.sources.espeak import EngineError, EspeakEngine
+from edgespeak.sources.espeak import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ CONTENT_TYPES = {"pcm": "audio/pcm", "wav": "audio/wav", "opus": "audio/ogg"}
 
 
 class HttpTts:
-    """Serves ``POST /v1/tts`` with ``engine`` under ``config`` (token, limits, switches)."""
+    """Serves ``POST /v1/tts`` with ``engines`` under ``config`` (token, limits, switches)."""
 
-    def __init__(self, config: ServerConfig, engine: EspeakEngine) -> None:
+    def __init__(self, config: ServerConfig, engines: LocalEngines) -> None:
         self._config = config
-        self._engine = engine
+        self._engines = engines
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Check everything before the first byte of audio, then stream it chunked."""
@@ -49,11 +50,11 @@ class HttpTts:
                 raise UnsupportedRequest("request field 'text' is empty")
             if len(text) > self._config.max_text_chars:
                 raise UnsupportedRequest(f"text exceeds {self._config.max_text_chars} characters")
-            voice = self._engine.check_voice(spec.voice) if spec.voice else None
+            voice = self._engines.choose(spec.voice)
             output = OutputStream(
                 spec.format,
                 spec.sample_rate,
-                self._engine.rate_hz,
+                self._engines.rate_hz(voice),
                 spec.opus_bitrate,
                 gain_db=spec.volume_db,
             )
@@ -65,7 +66,7 @@ class HttpTts:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[output.format]})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        speech = self._engine.synthesize(text, voice, speed=spec.speed)
+        speech = self._engines.synthesize(text, voice, speed=spec.speed)
         async with contextlib.aclosing(speech):
             async for pcm in speech:
                 if encoded := output.write(pcm):
@@ -97,6 +98,6 @@ async def _read_body(request: web.Request) -> object:
     )
 
 
-def add_http_tts(app: web.Application, config: ServerConfig, engine: EspeakEngine) -> None:
+def add_http_tts(app: web.Application, config: ServerConfig, engines: LocalEngines) -> None:
     """Register ``POST /v1/tts`` on ``app``."""
-    app.router.add_post(HTTP_PATH, HttpTts(config, engine).handle)
+    app.router.add_post(HTTP_PATH, HttpTts(config, engines).handle)

@@ -8,7 +8,8 @@ visibility, lock_visibility, like_count, mark_count, shared_count, task_count, l
 author: {_id, nickname, avatar}}``; errors are JSON ``{status, message}``.
 
 A voice's ``_id`` is what a client passes as ``reference_id`` on ``/v1/tts/live``. The list is
-built from :class:`LocalVoice` records, so engines other than espeak-ng (Piper) can add theirs.
+built from :class:`LocalVoice` records of both engines, Piper's then espeak-ng's; the first tag
+and the ``author`` name the engine (``piper``, ``espeak-ng``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from edgespeak.config import ServerConfig
 from edgespeak.server.refusals import error_response, refusal_response
 from edgespeak.sources.espeak import EspeakVoice
+from edgespeak.sources.voices import PiperVoiceInfo
+
+if TYPE_CHECKING:
+    from edgespeak.server.engines import LocalEngines
 
 MODELS_PATH = "/model"
 DEFAULT_PAGE_SIZE = 10  # the SDK's default
@@ -55,6 +60,29 @@ def espeak_voices(voices: Iterable[EspeakVoice]) -> list[LocalVoice]:
         )
         for v in voices
     ]
+
+
+def piper_voices(voices: Iterable[PiperVoiceInfo]) -> list[LocalVoice]:
+    """Piper's voices as :class:`LocalVoice`: tags ``piper`` and the quality (``medium``)."""
+    return [
+        LocalVoice(
+            id=v.id,
+            title=v.id,
+            description=f"Piper voice {v.id} ({v.language}, {v.sample_rate} Hz, {v.source})",
+            languages=v.languages,
+            tags=("piper", *((v.quality,) if v.quality else ())),
+            author="piper",
+        )
+        for v in voices
+    ]
+
+
+def local_voices(engines: LocalEngines) -> list[LocalVoice]:
+    """Every voice of the server: Piper's first (the default among them first), then
+    espeak-ng's."""
+    piper = sorted(engines.piper_voices(), key=lambda v: v.id != engines.default.id)
+    espeak = engines.espeak.voice_list if engines.espeak is not None else []
+    return piper_voices(piper) + espeak_voices(espeak)
 
 
 def language_matches(wanted: str, languages: Sequence[str]) -> bool:

@@ -1,9 +1,9 @@
 """A Fish TTSRequest as the local server reads it, checked against the documented ranges.
 
 Fields and ranges from docs/protocols.md §2 (the official SDK's TTSConfig agrees). The
-local engine honours ``format``, ``sample_rate``, ``opus_bitrate``, ``reference_id`` (an
-espeak-ng voice), ``prosody.speed`` (speaking rate) and ``prosody.volume`` (gain in dB); the
-rest is checked and otherwise ignored (espeak-ng cannot clone a voice or sample tokens).
+local engines honour ``format``, ``sample_rate``, ``opus_bitrate``, ``reference_id`` (a Piper
+or espeak-ng voice), ``prosody.speed`` (speaking rate) and ``prosody.volume`` (gain in dB); the
+rest is checked and otherwise ignored (neither engine can clone a voice or sample tokens).
 Unknown fields are ignored, as clients must ignore unknown events.
 """
 
@@ -49,7 +49,7 @@ class SpeechRequest(_Model):
 
     @property
     def voice(self) -> str | None:
-        """The espeak-ng voice asked for (``reference_id``), None = the server's default."""
+        """The voice asked for (``reference_id``), None = the server's default."""
         return self.reference_id or None
 
     @property

@@ -40,7 +40,7 @@ from edgespeak.base.events import Event, Source
 from edgespeak.config import Settings
 from edgespeak.providers.fish_request import announcement_request
 from edgespeak.sources.cache import PhraseCache, phrase_key
-from edgespeak.sources.espeak import EspeakEngine
+from edgespeak.sources.fallback import Fallback
 from edgespeak.sources.synthesis import Synthesizer
 from edgespeak.sources.url import UrlAudio, UrlLimits, url_host
 from edgespeak.speaking.chimes import ChimeError, Chimes
@@ -58,12 +58,15 @@ class _Audio:
     pcm: PCM
     rate: Callable[[], int | None]
     reason: str | None = None  # why the fallback speaks
+    voice: str | None = None  # which voice spoke (None: the provider's default)
+    engine: str | None = None  # what made the audio: the provider, espeak-ng or piper
 
 
 class Speaker:
     """Turns announcements into sound on ``sink``, publishing events through ``publish``.
 
-    ``fallback``: the in-daemon espeak-ng engine, or None when disabled or not installed.
+    ``fallback``: the offline fallback (espeak-ng, or a Piper worker), or None when disabled
+    or not installed.
     ``chimes``: the chime library (None: a ``chime`` field is reported as unknown).
     """
 
@@ -74,7 +77,7 @@ class Speaker:
         endpoint: str,
         sink: AlsaSink,
         cache: PhraseCache | None,
-        fallback: EspeakEngine | None,
+        fallback: Fallback | None,
         publish: Publish,
         chimes: Chimes | None = None,
     ) -> None:
@@ -109,6 +112,7 @@ class Speaker:
             chime, warning = await self._start_chime(ann, rate_hz)
             if cached is not None:
                 audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
+                audio.voice, audio.engine = self._renderer(key, request)
             else:
                 audio = await self._stream_or_fallback(ann, key, request)
             source = audio.source
@@ -129,6 +133,8 @@ class Speaker:
             reason=audio.reason,
             chime_gap_ms=_gap_ms(chime.playback, playback) if chime is not None else None,
             warning=warning,
+            voice=audio.voice,
+            engine=audio.engine,
         )
 
     async def _play_sound(self, ann: Announcement, pcm: bytes) -> Event:
@@ -211,11 +217,26 @@ class Speaker:
                 if problem is exc:
                     raise
                 raise problem from exc
-            log.warning("speaking %s with the fallback engine: %s", ann.id, reason)
-            fallback = self._fallback
+            try:
+                fallback = self._fallback.live()
+            except TtsError as err:
+                raise TtsUnavailable(f"{reason}; fallback failed too: {err}") from None
+            log.warning(
+                "speaking %s with the fallback engine: %s (%s voice %s)",
+                ann.id, reason, fallback.engine, fallback.voice,
+            )  # fmt: skip
             pcm = _explained(fallback.synthesize(ann.text), reason)
-            return _Audio("fallback", pcm, lambda: fallback.rate_hz, reason)
-        return _Audio("stream", _prepend(first, pcm), lambda: flight.rate_hz)
+            return _Audio("fallback", pcm, lambda: fallback.rate_hz, reason,
+                          fallback.voice, fallback.engine)  # fmt: skip
+        voice, engine = request.get("reference_id"), self._settings.tts.provider
+        return _Audio("stream", _prepend(first, pcm), lambda: flight.rate_hz, None, voice, engine)
+
+    def _renderer(self, key: str, request: dict[str, Any]) -> tuple[str | None, str]:
+        """(voice, engine) of a cached phrase: the Piper voice that rendered it for the
+        fallback, else the provider and the voice asked of it."""
+        if self._fallback is not None and key in self._fallback.rendered:
+            return self._fallback.rendered[key], "piper"
+        return request.get("reference_id"), self._settings.tts.provider
 
     async def _start_chime(
         self, ann: Announcement, rate_hz: int
