@@ -4,11 +4,16 @@ feature's, nor numpy, soxr or the libraries it no longer needs."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
+import sys
+from types import FrameType
+from typing import Any
 
 import pytest
 
+from edgespeak.sources.voices import find_piper_voices
 from harness.stack import stop_process
 from tests.conftest import Stack, daemon_process, watching
 
@@ -23,6 +28,7 @@ NOT_LOADED = (
     "edgespeak.audio.media", "edgespeak.audio.resample",  # no media URL
     "edgespeak.sources.piper", "piper", "onnxruntime",  # no Piper [fallback] voice
 )  # fmt: skip
+FILES = importlib.metadata.Distribution.files.fget
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", re.MULTILINE)
 
 
@@ -47,3 +53,23 @@ async def test_a_default_daemon_imports_nothing_of_what_it_does_not_use(
     loaded = sorted(m for m in imported if m.startswith(NOT_LOADED))
     assert loaded == [], f"imported though unused: {loaded}"
     assert "start-up settled" in log, "the start-up's memory was not settled"
+
+
+def test_looking_for_piper_voices_parses_only_the_voice_packages_file_lists() -> None:
+    """Every daemon start looks for Piper voices among the installed packages. Parsing each
+    package's whole file list into paths (``Distribution.files``) left ~1 MiB of the daemon's
+    heap fragmented; only a package whose list names a voice config is parsed now."""
+    parsed: list[str] = []
+
+    def note(frame: FrameType, event: str, _: Any) -> None:
+        if event == "call" and frame.f_code is FILES.__code__:
+            parsed.append(frame.f_locals["self"].metadata["Name"])
+
+    sys.setprofile(note)
+    try:
+        catalogue = find_piper_voices()
+    finally:
+        sys.setprofile(None)
+    voice_packages = {v.source.removeprefix("package:") for v in catalogue.voices.values()}
+    assert voice_packages, "no voice package installed: nothing to compare with"
+    assert set(parsed) == voice_packages, f"file lists parsed: {sorted(parsed)}"
