@@ -1,30 +1,38 @@
-"""Footprint of ``edgespeak run``: startup to READY, idle RSS and CPU, CPU per second of audio
-played (48 kHz Opus, and 22050 Hz PCM for comparison), peak RSS in a 100-announcement burst,
-and RSS growth over a soak of cache hits.
+"""Footprint of ``edgespeak run``: idle RSS and PSS with the shipped defaults, startup to READY,
+idle CPU, CPU per second of audio played (48 kHz Opus, and 22050 Hz PCM for comparison), the
+event loop's longest stall and peak RSS in bursts of cache misses and hits, RSS growth over a
+soak of cache hits.
 
 Real parts: Mosquitto, ``edgespeak serve`` (espeak-ng) and the daemon; numbers from /proc of
 the daemon's pid (the server's CPU is not counted: on a Pi it usually runs elsewhere).
 
+- Idle memory: the daemon as shipped — a config with only what this machine needs (the broker's
+  and the server's ports, cache and state directories), every other key its default — on a
+  device like a Pi's (ALSA's ``plug`` > ``file`` > ``null`` with no system configuration, so no
+  PulseAudio plugin is loaded, as on Raspberry Pi OS Lite). It runs from a private copy of
+  libpython and of the extension modules (:mod:`bench.isolated`), so the TTS server, this
+  benchmark and other Python processes here share no pages with it: PSS is what it would be on
+  a Pi whose TTS server runs elsewhere (system libraries stay shared, as anywhere). One
+  announcement, ``keep_open_s`` plus a second to settle, then ``--idle-s`` seconds (60): VmRSS
+  every second, CPU (% of one core), then RSS and PSS from ``/proc/PID/smaps_rollup``. Again
+  after one Opus announcement (``[tts] format = "opus"``), and with this machine's own ALSA
+  configuration (whose PulseAudio hook maps libpulse and its libraries into every ALSA client).
 - Startup: ``--starts`` launches, each timed from spawning the process to the ``READY=1`` it
   sends to a ``NOTIFY_SOCKET`` datagram socket this benchmark owns (as systemd's; the daemon
   sends it once the broker is connected and the TTS connection warm). Python's start-up and
   imports included.
-- Idle: after the last start, one second to settle, then ``--idle-s`` seconds (60) with no
-  announcement: CPU (user + system, % of one core) and VmRSS sampled every second; PSS at the
-  end (shared library pages divided among their users: the fairer figure on a small machine).
 - CPU per second played: one long announcement (``--speech-s``, about 60 s of espeak-ng speech)
   on a device paced in real time (ALSA ``file`` over a PulseAudio null sink), cache on as
   shipped; the daemon's CPU seconds from publish to ``finished`` over ``duration_s``. Opus: the
   server sends Ogg Opus at 48 kHz, the daemon decodes it (libopus) and plays 48 kHz. PCM: s16le
   at 22050 Hz, nothing to decode.
-- Burst: a daemon on an unpaced device (``file`` over ``null``) with ``[daemon] queue_max =
-  100`` gets 100 distinct announcements published back to back; VmRSS sampled every 20 ms until
-  the last one ended; the peak, and VmHWM (peak over the whole life, start-up included).
-- Soak: on that daemon, ``--soak`` cache hits of 5 short phrases, one at a time: RSS before and
-  after, and the growth.
+- Bursts, loop lag and soak: :mod:`bench.burst`.
+
+- Long stream: :mod:`bench.longstream`.
 
 ``python -m bench footprint [--idle-s 60] [--starts 5] [--speech-s 60] [--burst 100]
-[--soak 1000]`` (``--quick``: 10 s idle, 2 starts, 10 s speech, 100 burst, 100 soak)
+[--soak 1000] [--stream-min 10]`` (``--quick``: 10 s idle, 2 starts, 10 s speech, 100 burst,
+100 soak, an 18 s stream)
 """
 
 from __future__ import annotations
@@ -41,15 +49,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bench.burst import Sampler, unpaced_part
 from bench.common import (
-    PHRASES,
+    NODE,
     Events,
     Result,
-    Seen,
     cpu_s,
     dist_row,
-    peak_rss_mib,
-    pss_mib,
     rss_mib,
     start_daemon,
     value_row,
@@ -57,17 +63,21 @@ from bench.common import (
     watching,
     write_config,
 )
-from edgespeak.base.events import TERMINAL
+from bench.isolated import private_python
+from bench.longstream import long_stream
 from harness import stack
 
 NAME = "footprint"
-HELP = "daemon: startup to READY, idle RSS/CPU, CPU per second of Opus, burst and soak RSS"
+HELP = "daemon: idle RSS/PSS as shipped, startup, CPU per second, loop lag, burst and soak RSS"
 SENTENCE = (
     "This is sentence {i} of the footprint benchmark, spoken only to measure how much "
     "processor time the daemon needs to decode and play it."
 )
 SENTENCE_S = 7.0  # about how long espeak-ng speaks SENTENCE, seconds
 READY_STATUS = "ready: broker connected, TTS connection warm"
+IDLE_TEXT = "Someone is at the front door."
+KEEP_OPEN_S = 3.0  # [audio] keep_open_s as shipped: the device closes after this
+ROLLUP = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Private_Clean", "Private_Dirty")
 
 
 class NotifySocket:
@@ -95,29 +105,6 @@ class NotifySocket:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class Sampler:
-    """VmRSS of ``pid`` every ``interval_s`` while running (in the event loop: a /proc read)."""
-
-    def __init__(self, pid: int, interval_s: float) -> None:
-        self.pid, self.interval_s = pid, interval_s
-        self.values: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            self.values.append(rss_mib(self.pid))
-            await asyncio.sleep(self.interval_s)  # the sampling period
-
-    def __enter__(self) -> Sampler:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        self.values.append(rss_mib(self.pid))
 
 
 @contextlib.asynccontextmanager
@@ -157,7 +144,7 @@ async def speak_long(events: Events, pid: int, seconds: float, tag: str) -> dict
 async def paced_part(
     args: argparse.Namespace, work: Path, broker: int, env: dict[str, str]
 ) -> dict[str, Any]:
-    """Startups, idle, and CPU per second played (PCM then Opus), on the paced device."""
+    """Startups, idle CPU, and CPU per second played (PCM then Opus), on the paced device."""
     notify = NotifySocket(work / "notify.sock")
     out: dict[str, Any] = {}
     shared: dict[str, Any] = {
@@ -181,8 +168,6 @@ async def paced_part(
                     if i < args.starts - 1:
                         continue
                     await wait_online(broker)
-                    await asyncio.sleep(1.0)  # let start-up work settle before the window
-                    out["idle"] = await idle(proc.pid, args.idle_s)
                     out["pcm"] = await speak_long(events, proc.pid, args.speech_s, "long-pcm")
             out["startup_ms"] = starts
             async with daemon(opus, env, work / "daemon-opus.log", notify) as (proc, _):
@@ -194,88 +179,104 @@ async def paced_part(
     return out
 
 
-async def idle(pid: int, seconds: float) -> dict[str, float]:
-    cpu0, t0 = cpu_s(pid), time.monotonic()
-    with Sampler(pid, 1.0) as rss:
-        await asyncio.sleep(seconds)  # the idle window itself
-    wall = time.monotonic() - t0
-    return {
-        "seconds": round(wall, 1),
-        "cpu_percent_of_one_core": round(100 * (cpu_s(pid) - cpu0) / wall, 3),
-        "rss_mib_mean": round(sum(rss.values) / len(rss.values), 1),
-        "rss_mib_max": round(max(rss.values), 1),
-        "pss_mib": round(pss_mib(pid), 1),
-    }
+def rollup_mib(pid: int) -> dict[str, float]:
+    """The :data:`ROLLUP` fields of ``/proc/PID/smaps_rollup``, MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if key in ROLLUP:
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return fields
 
 
-async def unpaced_part(
-    args: argparse.Namespace, work: Path, broker: int, env: dict[str, str]
+def pi_like_alsa(conf: Path) -> dict[str, str]:
+    """The environment selecting an ALSA configuration of only ``plug`` > ``file`` > ``null``:
+    none of the system's hooks (this machine's PulseAudio one maps libpulse into the daemon;
+    a Pi with Raspberry Pi OS Lite and ``scripts/install`` has no such hook)."""
+    conf.write_text(
+        "pcm.!default {\n type plug\n slave.pcm { type file slave.pcm { type null }"
+        ' file "/dev/null" format "raw" }\n}\n'
+    )
+    return {"ALSA_CONFIG_PATH": str(conf)}
+
+
+def shipped_config(path: Path, work: Path, broker: int, server: int, **tts: str) -> Path:
+    """The daemon's config as shipped: only node id, ports and directories set (and ``tts``)."""
+    extra = "".join(f'{key} = "{value}"\n' for key, value in tts.items())
+    path.write_text(
+        f'node_id = "{NODE}"\n[mqtt]\nport = {broker}\n[tts]\n{extra}[server]\nport = {server}\n'
+        f'[cache]\ndir = "{path.parent / (path.stem + "-cache")}"\n'
+        f'[daemon]\nstate_dir = "{work / "state-shipped"}"\n'
+    )
+    return path
+
+
+async def idle_after_one(
+    events: Events,
+    broker: int,
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    seconds: float,
 ) -> dict[str, Any]:
-    """The burst, then the soak, on one daemon with an unpaced device."""
-    config = write_config(
-        work / "burst.toml", work, broker,
-        daemon={"queue_max": max(args.burst, 20), "state_dir": str(work / "state")},
-        audio={"keep_open_s": 0},
-    )  # fmt: skip
-    server = stack.LocalServer(config, work / "server-unpaced.log", env)
-    proc = start_daemon(config, env, work / "daemon-burst.log")
+    """``command`` (a daemon) speaks one announcement, settles, then idles ``seconds``: VmRSS
+    each second, CPU, and the smaps_rollup fields at the end."""
+    with log.open("ab") as err:
+        proc = await asyncio.to_thread(
+            subprocess.Popen, command, stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+    try:
+        await wait_online(broker)
+        _, (_, done) = await events.say(f"idle-{log.stem}", IDLE_TEXT)
+        await asyncio.sleep(KEEP_OPEN_S + 1.0)  # the device closes, the node settles
+        cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+        with Sampler(proc.pid, 1.0) as rss:
+            await asyncio.sleep(seconds)  # the idle window itself
+        wall = time.monotonic() - t0
+        return {
+            "source": done["source"],
+            "seconds": round(wall, 1),
+            "cpu_percent_of_one_core": round(100 * (cpu_s(proc.pid) - cpu0) / wall, 3),
+            "rss_mib_mean": round(sum(rss.values) / len(rss.values), 1),
+            "rss_mib_max": round(max(rss.values), 1),
+            "smaps_rollup_mib": rollup_mib(proc.pid),
+        }
+    finally:
+        await asyncio.to_thread(stack.stop_process, proc)
+
+
+async def idle_part(
+    args: argparse.Namespace, work: Path, broker: int, machine_env: dict[str, str]
+) -> dict[str, Any]:
+    """Idle memory as shipped: PCM (the default), Opus, and PCM on this machine's ALSA."""
+    port = stack.free_port()
+    server_config = work / "server-idle.toml"
+    server_config.write_text(f"[server]\nport = {port}\n")
+    server = stack.LocalServer(server_config, work / "server-idle.log", machine_env)
+    pi_env = stack.clean_env(**pi_like_alsa(work / "pi-like.conf"))
+    short = min(args.idle_s, 10.0)
+    runs = [
+        ("idle", shipped_config(work / "shipped.toml", work, broker, port), pi_env, args.idle_s),
+        ("idle_opus", shipped_config(work / "shipped-opus.toml", work, broker, port,
+                                     format="opus"), pi_env, short),
+        ("idle_machine_alsa", shipped_config(work / "shipped-machine.toml", work, broker, port),
+         machine_env, short),
+    ]  # fmt: skip
+    python, private = await asyncio.to_thread(private_python, work)
     out: dict[str, Any] = {}
     try:
         await asyncio.to_thread(server.start)
-        await wait_online(broker)
         async with watching(broker) as events:
-            await events.say("warm", "Ready.")  # the TTS connection is warm, the device open
-            out["burst"] = await burst(events, proc.pid, args.burst)
-            out["soak"] = await soak(events, proc.pid, args.soak)
+            for name, config, env, seconds in runs:
+                command = [python, "-m", "edgespeak", "run", "--config", str(config),
+                           "--log-level", "WARNING"]  # fmt: skip
+                log = work / f"daemon-{name}.log"
+                out[name] = await idle_after_one(
+                    events, broker, command, env | private, log, seconds
+                )
     finally:
-        await asyncio.to_thread(stack.stop_process, proc)
         server.stop()
     return out
-
-
-async def burst(events: Events, pid: int, count: int) -> dict[str, Any]:
-    before = rss_mib(pid)
-    after = len(events.seen)
-    with Sampler(pid, 0.02) as rss:
-        ids = [f"burst-{i}" for i in range(count)]
-        for i, ann_id in enumerate(ids):
-            await events.announce(ann_id, PHRASES[i % len(PHRASES)].format(n=i) + f" Burst {i}.")
-        wanted = set(ids)
-
-        def ended(seen: list[Seen]) -> bool:
-            return len({e["id"] for _, e in seen[after:] if e.get("id") in wanted
-                        and e["state"] in TERMINAL}) == count  # fmt: skip
-
-        await events.until(ended, timeout_s=count * 5 + 60)
-    states = {e["id"]: e["state"] for _, e in events.seen[after:]
-              if e.get("id") in wanted and e["state"] in TERMINAL}  # fmt: skip
-    outcome = {state: list(states.values()).count(state) for state in set(states.values())}
-    return {
-        "announcements": count,
-        "outcomes": outcome,
-        "rss_mib_before": round(before, 1),
-        "rss_mib_peak_sampled": round(max(rss.values), 1),
-        "vmhwm_mib": round(peak_rss_mib(pid), 1),
-    }
-
-
-async def soak(events: Events, pid: int, count: int) -> dict[str, Any]:
-    texts = [PHRASES[k].format(n=k) for k in range(len(PHRASES))]
-    for k, text in enumerate(texts):  # fill the cache
-        await events.say(f"fill-{k}", text)
-    before = rss_mib(pid)
-    sources: set[str] = set()
-    for i in range(count):
-        _, (_, done) = await events.say(f"soak-{i}", texts[i % len(texts)])
-        sources.add(done["source"])
-    after = rss_mib(pid)
-    return {
-        "announcements": count,
-        "sources": sorted(sources),
-        "rss_mib_before": round(before, 1),
-        "rss_mib_after": round(after, 1),
-        "rss_growth_mib": round(after - before, 2),
-    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,6 +285,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-s", type=float, help="long announcement, ~s (60; quick 10)")
     parser.add_argument("--burst", type=int, default=100, help="announcements at once (100)")
     parser.add_argument("--soak", type=int, help="cache hits in the soak (1000; quick 100)")
+    parser.add_argument("--stream-min", type=float, help="long stream, minutes (10; quick 0.3)")
+    parser.add_argument("--burst-format", choices=["pcm", "opus"], default="pcm",
+                        help="[tts] format of the bursts (pcm)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -291,6 +295,7 @@ def run(args: argparse.Namespace) -> Result:
     args.starts = args.starts or (2 if args.quick else 5)
     args.speech_s = args.speech_s or (10.0 if args.quick else 60.0)
     args.soak = args.soak or (100 if args.quick else 1000)
+    args.stream_min = args.stream_min or (0.3 if args.quick else 10.0)
     if args.starts < 2 or args.burst < 1 or args.soak < 1:
         raise ValueError("--starts at least 2, --burst and --soak at least 1")
     work = Path(tempfile.mkdtemp(prefix="edgespeak-bench-footprint-"))
@@ -303,7 +308,9 @@ def run(args: argparse.Namespace) -> Result:
     try:
         pulse.start()
         broker.start()
-        out = asyncio.run(paced_part(args, work, broker.port, paced))
+        out = asyncio.run(idle_part(args, work, broker.port, unpaced))
+        out |= asyncio.run(paced_part(args, work, broker.port, paced))
+        out["long_stream"] = asyncio.run(long_stream(args, work, broker.port, paced))
         out |= asyncio.run(unpaced_part(args, work, broker.port, unpaced))
     except BaseException:
         print(f"footprint bench: logs kept in {work}")
@@ -315,24 +322,43 @@ def run(args: argparse.Namespace) -> Result:
     return report(args, out)
 
 
+def _lag_row(what: str, lag: dict[str, Any]) -> Result:
+    """The probe's figures: the longest stall, the p99 of the 5 ms wakes' lateness, and the most
+    CPU the loop's thread used in one of them (work on the loop, not waiting)."""
+    figures = f"{lag['max_ms']:g} / {lag['p99_ms']:g} / {lag['max_cpu_ms']:g}"
+    return value_row(f"loop lag, {what}: max / p99 / max loop CPU", figures, "ms")
+
+
 def report(args: argparse.Namespace, out: dict[str, Any]) -> Result:
-    idle, b, s = out["idle"], out["burst"], out["soak"]
+    idle, opus, machine = out["idle"], out["idle_opus"], out["idle_machine_alsa"]
+    b, hits, s, long = out["burst"], out["burst_hits"], out["soak"], out["long_stream"]
+    mem = idle["smaps_rollup_mib"]
+    fmt = "" if args.burst_format == "pcm" else f"{args.burst_format} "
     rows = [
-        dist_row("startup: spawn -> READY=1", out["startup_ms"]),
+        value_row("idle as shipped, after one announcement: RSS", mem["Rss"], "MiB"),
+        value_row("idle as shipped, after one announcement: PSS", mem["Pss"], "MiB"),
+        value_row("idle after one Opus announcement: RSS / PSS",
+                  f"{opus['smaps_rollup_mib']['Rss']} / {opus['smaps_rollup_mib']['Pss']}", "MiB"),
+        value_row("idle, this machine's ALSA config (PulseAudio hook): RSS",
+                  machine["smaps_rollup_mib"]["Rss"], "MiB"),
         value_row(f"idle {idle['seconds']:g} s: CPU, % of one core",
                   idle["cpu_percent_of_one_core"], "%"),
-        value_row("idle: RSS (mean of 1 s samples)", idle["rss_mib_mean"], "MiB"),
-        value_row("idle: PSS", idle["pss_mib"], "MiB"),
+        dist_row("startup: spawn -> READY=1", out["startup_ms"]),
         value_row(f"48 kHz Opus, {out['opus']['seconds_played']:.0f} s played: CPU s per s, %",
                   out["opus"]["cpu_percent_of_one_core"], "%"),
         value_row(f"22050 Hz PCM, {out['pcm']['seconds_played']:.0f} s played: CPU s per s, %",
                   out["pcm"]["cpu_percent_of_one_core"], "%"),
         value_row("underruns in those: Opus / PCM",
                   f"{out['opus']['underruns']} / {out['pcm']['underruns']}"),
-        value_row(f"burst of {b['announcements']}: peak RSS (20 ms samples)",
-                  b["rss_mib_peak_sampled"], "MiB"),
+        _lag_row(f"{b['announcements']} {fmt}cache misses", out["loop_lag_misses"]),
+        _lag_row(f"{hits['announcements']} {fmt}cache hits", out["loop_lag_hits"]),
+        value_row(f"burst of {b['announcements']} misses, then hits: peak RSS (20 ms samples)",
+                  max(b["rss_mib_peak_sampled"], hits["rss_mib_peak_sampled"]), "MiB"),
         value_row(f"soak, {s['announcements']} cache hits: RSS growth", s["rss_growth_mib"], "MiB"),
+        value_row(f"{long['minutes']:g} min stream (paced): peak RSS minus RSS before",
+                  long["rss_mib_growth_peak"], "MiB"),
         value_row("edgespeak serve idle RSS", out["server_idle_rss_mib"], "MiB"),
     ]  # fmt: skip
-    config = {k: getattr(args, k) for k in ("idle_s", "starts", "speech_s", "burst", "soak")}
+    keys = ("idle_s", "starts", "speech_s", "burst", "soak", "stream_min", "burst_format")
+    config = {k: getattr(args, k) for k in keys}
     return {"rows": rows, "config": config} | out

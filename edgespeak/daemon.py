@@ -8,7 +8,9 @@ enabled``, Home Assistant's ESPHome integration connects too
 (:mod:`edgespeak.inlets.esphome`): its media player's URLs go to the same scheduler, and
 it follows every event. Every event is published,
 updates the retained node state and answers Hermes. Home Assistant discovery is published at
-every connection and when Home Assistant's status topic says ``online``.
+every connection and when Home Assistant's status topic says ``online``. What is disabled is
+not imported (Hermes, Cartesia, ESPHome, discovery); start-up's memory is settled once ready,
+and memory is given back each time the node goes idle (:mod:`edgespeak.base.memory`).
 
 systemd (:mod:`edgespeak.base.systemd`): ``READY=1`` once the broker link is up and the TTS
 connection warm, or after ``[daemon] ready_wait_s`` with ``STATUS=`` saying what is degraded;
@@ -35,12 +37,11 @@ from typing import TYPE_CHECKING
 
 from edgespeak import __version__
 from edgespeak.audio.alsa import AlsaSink
+from edgespeak.base import memory
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
-from edgespeak.inlets.hermes.routes import HermesLink
-from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
@@ -56,8 +57,9 @@ from edgespeak.speaking.chimes import Chimes
 from edgespeak.speaking.speaker import Speaker
 from edgespeak.speaking.volume import VolumeStore
 
-if TYPE_CHECKING:  # imported at run time only when [esphome] enabled (its libraries)
+if TYPE_CHECKING:  # imported at run time only when enabled: a disabled inlet costs no memory
     from edgespeak.inlets.esphome.server import EsphomeServer
+    from edgespeak.inlets.hermes.routes import HermesLink
 
 log = logging.getLogger(__name__)
 AUDIO_STALL_S = 10.0  # one blocking ALSA call longer than this: the writer is wedged
@@ -188,6 +190,8 @@ class Daemon:
         if s.homeassistant.enabled:
             routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
         if s.hermes.enabled:
+            from edgespeak.inlets.hermes.routes import HermesLink
+
             self._hermes = HermesLink(
                 s.hermes.site_id, commands.submit, self._post, self._publish, s.limits
             )
@@ -226,11 +230,15 @@ class Daemon:
         self._state_dirty.set()
 
     def _on_ha_status(self, msg: Incoming) -> None:
+        from edgespeak.inlets.homeassistant.discovery import is_birth
+
         if is_birth(msg.topic, msg.payload, self.settings):
             log.info("Home Assistant is online: publishing discovery again")
             self._on_connected()
 
     def _publish_discovery(self) -> None:
+        from edgespeak.inlets.homeassistant.discovery import discovery_messages
+
         assert self._link is not None
         for topic, payload in discovery_messages(self.settings, self.topics, version=__version__):
             self._link.post(topic, payload, retain=True)
@@ -241,6 +249,7 @@ class Daemon:
         """Publish the retained state whenever it changes (re-read at least every
         ``STATE_REFRESH_S`` seconds for what changes without an event)."""
         assert self._link is not None
+        was_speaking = False
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STATE_REFRESH_S):
@@ -255,6 +264,9 @@ class Daemon:
                 self._last_state = payload
                 self._link.post(self.topics.state, payload, retain=True)
                 self.notifier.status(self._summary())
+            if was_speaking and not self.state.speaking:  # idle again: memory back to the system
+                await asyncio.to_thread(memory.release)
+            was_speaking = self.state.speaking
 
     def _summary(self) -> str:
         st = self.state
@@ -283,8 +295,9 @@ class Daemon:
                 status = f"degraded: TTS provider refused: {tts.refusal}{reach}"
             log.warning("running %s", status)
             self.notifier.ready(status)
-            return
-        self.notifier.ready("ready: broker connected, TTS connection warm")
+        else:
+            self.notifier.ready("ready: broker connected, TTS connection warm")
+        await asyncio.to_thread(memory.settle_startup)  # start-up's garbage freed, the rest frozen
 
     @staticmethod
     def _internal_error(speaker: Speaker) -> Callable[[Announcement, BaseException], None]:

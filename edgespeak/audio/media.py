@@ -14,9 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edgespeak.audio import dsp
 from edgespeak.audio.sniff import MediaInfo
-from edgespeak.audio.wav import to_float_mono
+from edgespeak.audio.wav import to_float_mono, to_s16
 from edgespeak.base.errors import AudioFormatError
 
 _WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE = 1, 3, 0xFFFE
@@ -151,7 +150,7 @@ class WavMediaDecoder:
             mono = values.reshape(-1, self._channels).mean(axis=1)
         else:
             mono = to_float_mono(frames, self._width, self._channels)
-        return dsp.to_s16(mono * 32768.0)
+        return to_s16(mono * 32768.0)
 
 
 class _OpusMedia:

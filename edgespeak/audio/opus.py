@@ -1,4 +1,5 @@
-"""Ogg Opus (RFC 7845) streaming decoder and encoder, mono, on top of libopus via opuslib_next.
+"""Ogg Opus (RFC 7845) streaming decoder and encoder, mono, on top of libopus (decoding through
+:mod:`edgespeak.audio.libopus`, encoding through opuslib_next).
 
 Granule positions (RFC 7845 §4) count 48 kHz samples of decoded output, including the
 ``pre_skip`` samples at the start that a decoder discards (§4.2). The end-of-stream page's
@@ -11,9 +12,7 @@ from __future__ import annotations
 import secrets
 import struct
 
-import numpy as np
-import opuslib_next
-
+from edgespeak.audio import dsp, libopus
 from edgespeak.audio.ogg import OggPacket, OggPacketReader, OggPageWriter
 from edgespeak.base.errors import AudioFormatError
 from edgespeak.base.pcm import FRAME_BYTES
@@ -21,7 +20,6 @@ from edgespeak.base.pcm import FRAME_BYTES
 __all__ = ["OPUS_RATE_HZ", "OggOpusDecoder", "OggOpusEncoder"]
 
 OPUS_RATE_HZ = 48000
-_MAX_FRAME = 5760  # 120 ms at 48 kHz, the longest Opus packet (RFC 6716 §3.2.5)
 _FRAME = 960  # 20 ms at 48 kHz
 _HEAD = struct.Struct("<8sBBHIhB")  # RFC 7845 §5.1, 19 bytes for mapping family 0
 _VENDOR = b"edgespeak"
@@ -41,7 +39,7 @@ class OggOpusDecoder:
 
     def __init__(self) -> None:
         self._reader = OggPacketReader()
-        self._decoder: opuslib_next.Decoder | None = None
+        self._decoder: libopus.Decoder | None = None
         self._have_tags = False
         self._pre_skip = 0
         self._gain = 1.0
@@ -54,7 +52,7 @@ class OggOpusDecoder:
 
         Raises AudioFormatError for a bad Ogg page, a missing or malformed OpusHead/OpusTags,
         a channel count other than 1 (only mono is played), an unsupported mapping family, an
-        empty or corrupt Opus packet (wrapping opuslib_next.OpusError), or an end-of-stream
+        empty or corrupt Opus packet (with libopus's reason), or an end-of-stream
         page without a granule position.
         """
         out = bytearray()
@@ -122,16 +120,13 @@ class OggOpusDecoder:
             raise AudioFormatError(f"unsupported Opus channel mapping family {family} (need 0)")
         self._pre_skip = pre_skip
         self._gain = 10.0 ** (gain_q8 / (20.0 * 256.0))  # Q7.8 dB, RFC 7845 §5.1
-        self._decoder = opuslib_next.Decoder(OPUS_RATE_HZ, 1)
+        self._decoder = libopus.Decoder(OPUS_RATE_HZ, 1)
 
     def _decode(self, data: bytes) -> bytes:
         if not data:
             raise AudioFormatError("empty Opus packet (RFC 6716 §3.4: at least one byte)")
         assert self._decoder is not None
-        try:
-            pcm = bytes(self._decoder.decode(data, _MAX_FRAME))
-        except opuslib_next.OpusError as exc:
-            raise AudioFormatError(f"corrupt Opus packet: {exc}") from exc
+        pcm = self._decoder.decode(data)  # AudioFormatError: corrupt
         self._decoded += len(pcm) // FRAME_BYTES
         return pcm
 
@@ -142,8 +137,7 @@ class OggOpusDecoder:
         hi = len(pcm) // FRAME_BYTES if end is None else max(end - first, 0)
         pcm = pcm[lo * FRAME_BYTES : hi * FRAME_BYTES]
         if self._gain != 1.0 and pcm:
-            scaled = np.frombuffer(pcm, dtype="<i2").astype(np.float64) * self._gain
-            pcm = np.clip(np.rint(scaled), -32768, 32767).astype("<i2").tobytes()
+            pcm = dsp.shape(pcm, self._gain)  # the header's output gain, clipped to s16
         return pcm
 
 
@@ -165,6 +159,8 @@ class OggOpusEncoder:
         """
         if bitrate_bps is not None and not 500 <= bitrate_bps <= 512000:
             raise ValueError(f"Opus bitrate must be 500 .. 512000 bps, got {bitrate_bps}")
+        import opuslib_next  # the encoder's binding, imported by encoding servers only
+
         self._encoder = opuslib_next.Encoder(OPUS_RATE_HZ, 1, opuslib_next.APPLICATION_AUDIO)
         if bitrate_bps is not None:
             self._encoder.bitrate = bitrate_bps

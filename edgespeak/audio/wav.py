@@ -4,19 +4,23 @@ Reads PCM WAV with 8-, 16-, 24- or 32-bit integer samples and any channel count 
 averaged to mono) using the standard library's :mod:`wave`, and resamples with soxr when the
 caller asks for another rate. Streamed TTS audio does not come through here
 (see :mod:`edgespeak.audio.formats`).
+
+A 16-bit mono file at the rate asked for (the built-in chime at the default rate) is used as it
+is; numpy and soxr (~15 MiB of RSS once imported) are imported only for a file that needs
+converting or resampling.
 """
 
 from __future__ import annotations
 
 import io
 import wave
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import soxr
-from numpy.typing import NDArray
-
-from edgespeak.audio import dsp
 from edgespeak.base.errors import AudioFormatError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 MAX_WAV_BYTES = 16 * 1024 * 1024  # ~3 min of 48 kHz stereo s16: longer is not a chime
 
@@ -44,15 +48,38 @@ def read_wav(data: bytes, *, rate_hz: int | None = None) -> tuple[bytes, int]:
     usable = len(frames) - len(frames) % (width * channels)
     if usable == 0:
         raise AudioFormatError("WAV holds no audio frames")
-    mono = to_float_mono(frames[:usable], width, channels)
-    if rate_hz is not None and rate_hz != rate:
+    resample = rate_hz is not None and rate_hz != rate
+    if width == 2 and channels == 1 and not resample:
+        return frames[:usable], rate  # already s16le mono: what the conversion would give
+    return _converted(frames[:usable], width, channels, rate, rate_hz if resample else None)
+
+
+def _converted(
+    frames: bytes, width: int, channels: int, rate: int, rate_hz: int | None
+) -> tuple[bytes, int]:
+    """Interleaved integer samples at ``rate`` Hz → s16le mono, resampled to ``rate_hz`` Hz
+    when given (numpy and soxr imported here, on first use)."""
+    import soxr
+
+    mono = to_float_mono(frames, width, channels)
+    if rate_hz is not None:
         mono = soxr.resample(mono, rate, rate_hz)
         rate = rate_hz
-    return dsp.to_s16(mono * 32768.0), rate
+    return to_s16(mono * 32768.0), rate
+
+
+def to_s16(values: NDArray[np.floating[Any]]) -> bytes:
+    """Round to nearest (halves to even), clip to [-32768, 32767] and pack as s16le."""
+    import numpy as np
+
+    packed: bytes = np.clip(np.rint(values), -32768, 32767).astype("<i2").tobytes()
+    return packed
 
 
 def to_float_mono(frames: bytes, width: int, channels: int) -> NDArray[np.float64]:
     """Interleaved integer samples → mono floats in [-1, 1)."""
+    import numpy as np
+
     if width == 1:  # WAV 8-bit is unsigned
         values = np.frombuffer(frames, dtype=np.uint8).astype(np.float64) - 128.0
     elif width == 3:  # 24-bit little-endian: widen to 32 bits, keep the sign

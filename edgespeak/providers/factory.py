@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgespeak.config import Settings
-from edgespeak.providers import cartesia_request, fish_request
-from edgespeak.providers.cartesia import CartesiaClient
+from edgespeak.providers import fish_request
 from edgespeak.providers.client import TtsClient
 from edgespeak.providers.fish import FishLiveClient
+
+# Cartesia's modules are imported only when [tts] provider is "cartesia": what the daemon does
+# not use costs it no memory.
 
 
 def make_client(s: Settings) -> TtsClient:
@@ -17,6 +19,9 @@ def make_client(s: Settings) -> TtsClient:
     Fish's by ``[tts] provider``. Cartesia's default voice on the local server is
     ``[server] voice``."""
     if s.tts.provider == "cartesia":
+        from edgespeak.providers import cartesia_request
+        from edgespeak.providers.cartesia import CartesiaClient
+
         return CartesiaClient(
             s.tts_url,
             token=s.tts_token,
@@ -64,6 +69,8 @@ def audio_identity(s: Settings, request: dict[str, Any]) -> AudioIdentity:
     :func:`edgespeak.providers.cartesia_request.audio_identity`). Raises ValueError for a Fish
     ``opus_bitrate`` that is neither kbps nor bps."""
     if s.tts.provider == "cartesia":
+        from edgespeak.providers import cartesia_request
+
         sent = cartesia_request.audio_identity(s, request)
         output = sent["output_format"]
         return AudioIdentity(

@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edgespeak.base.errors import TtsError
 from edgespeak.config import Settings
 from edgespeak.sources.espeak import EngineError, EspeakEngine
-from edgespeak.sources.piper_process import PiperProcess
 from edgespeak.sources.text import strip_markers
 from edgespeak.sources.voices import VoiceError, find_piper_voices
+
+if TYPE_CHECKING:  # imported only for a Piper [fallback] voice
+    from edgespeak.sources.piper_process import PiperProcess
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,8 @@ def fallback_engine(s: Settings) -> Fallback | None:
         log.error("[fallback] voice: %s; the fallback speaks espeak-ng instead", exc)
         espeak_voice = "en"
     else:
+        from edgespeak.sources.piper_process import PiperProcess
+
         piper, espeak_voice = PiperProcess(info), info.espeak_voice
     try:
         espeak: EspeakEngine | None = EspeakEngine(voice="en")

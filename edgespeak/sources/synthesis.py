@@ -1,20 +1,28 @@
 """Provider synthesis with single flight: one stream per phrase, however many want it.
 
-A :class:`Flight` is one provider session for one cache key, decoded to PCM as it arrives and
-teed into the phrase cache on a thread of its own (the audio is handed on first and never waits
-for the disk). Everyone who wants that phrase while the flight is under way (two
-announcements of the same doorbell phrase, an announcement racing the startup pre-warm)
-follows the same flight from its first chunk instead of starting a second session. The cache
-entry is committed only when the provider ended the session with ``finish`` (reason ``stop``)
-and sent audio. A flight nobody follows any more is cancelled, unless it was started to fill
-the cache (``keep``), which runs to the end.
+A :class:`Flight` is one provider session for one cache key, decoded to PCM as it arrives (Opus
+in a thread, off the event loop) and teed into the phrase cache on a thread of its own (the
+audio is handed on first and never waits for the disk). Everyone who wants that phrase while
+the flight is under way (two announcements of the same doorbell phrase, an announcement racing
+the startup pre-warm) follows the same flight from its first chunk instead of starting a second
+session. The cache entry is committed only when the provider ended the session with ``finish``
+(reason ``stop``) and sent audio. A flight nobody follows any more is cancelled, unless it was
+started to fill the cache (``keep``), which runs to the end.
+
+A flight can be joined from its start only while it holds every chunk: until it ends, or until
+it has produced :data:`JOIN_WINDOW_BYTES` (then the next request for the phrase starts a
+session of its own). From then on each chunk is dropped once every follower has passed it, so
+a long stream holds only what its followers have not played yet, not the whole phrase (a
+10-minute stream at 22050 Hz is 26 MiB of PCM).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,21 +33,40 @@ from edgespeak.providers.client import TtsClient
 from edgespeak.sources.cache import CacheWriter, PhraseCache
 
 log = logging.getLogger(__name__)
+JOIN_WINDOW_BYTES = 1024 * 1024  # 24 s of PCM at 22050 Hz, 11 s at 48 kHz
+# Decoded in a thread, chunk by chunk: a provider faster than real time delivers seconds of Opus
+# at once, and libopus on the event loop held it ~20 ms per second of audio here (5-10 times
+# that on a Pi). libopus releases the GIL: the loop runs meanwhile.
+DECODED_IN_THREAD = frozenset({"opus"})
 
 
 class Flight:
-    """One synthesis of one phrase: bytes of s16le mono PCM at :attr:`rate_hz` Hz, in chunks."""
+    """One synthesis of one phrase: bytes of s16le mono PCM at :attr:`rate_hz` Hz, in chunks.
+
+    ``joinable``: a new follower may still start from the first chunk (see the module's
+    docstring); once False, chunks every follower has passed are dropped.
+    """
 
     def __init__(self, key: str, *, keep: bool) -> None:
         self.key = key
         self.keep = keep
         self.rate_hz: int | None = None
-        self.chunks: list[bytes] = []
+        self.produced = 0  # chunks added so far
+        self.produced_bytes = 0
+        self.joinable = True
         self.done = False
         self.error: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
-        self._followers = 0
+        self._chunks: deque[bytes] = deque()  # chunks self._first ... self.produced - 1
+        self._first = 0
+        self._positions: dict[int, int] = {}  # follower -> index of the next chunk it reads
+        self._ids = itertools.count()
         self._tick = asyncio.get_running_loop().create_future()
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of PCM held for followers now."""
+        return sum(map(len, self._chunks))
 
     def _changed(self) -> None:
         tick, self._tick = self._tick, asyncio.get_running_loop().create_future()
@@ -48,7 +75,10 @@ class Flight:
     def add(self, pcm: bytes, rate_hz: int) -> None:
         """Append a chunk of PCM at ``rate_hz`` Hz and wake the followers."""
         self.rate_hz = rate_hz
-        self.chunks.append(pcm)
+        self._chunks.append(pcm)
+        self.produced += 1
+        self.produced_bytes += len(pcm)
+        self._trim()
         self._changed()
 
     def end(self, error: BaseException | None = None) -> None:
@@ -56,33 +86,55 @@ class Flight:
         self.done, self.error = True, error
         self._changed()
 
+    def close_joining(self) -> None:
+        """No follower may start any more: drop what every follower has passed, from now on."""
+        self.joinable = False
+        self._trim()
+
+    def _trim(self) -> None:
+        if self.joinable:
+            return
+        passed = min(self._positions.values(), default=self.produced)
+        while self._first < passed:
+            self._chunks.popleft()
+            self._first += 1
+
     async def follow(self) -> AsyncGenerator[bytes, None]:
         """Yield every chunk from the first, as the flight produces them.
 
         Raises whatever ended the flight (TtsUnavailable, TtsRejected, TtsProtocolError,
-        AudioFormatError). Leaving early cancels the flight when nobody else follows it and it
-        is not ``keep``.
+        AudioFormatError); TtsUnavailable when the first chunk was dropped already (a flight
+        no longer joinable, which :meth:`Synthesizer.flight` never hands out). Leaving early
+        cancels the flight when nobody else follows it and it is not ``keep``.
         """
-        self._followers += 1
+        if self._first > 0:
+            raise TtsUnavailable("the synthesis of this phrase can no longer be joined")
+        me = next(self._ids)
+        self._positions[me] = 0
         try:
             i = 0
             while True:
-                while i < len(self.chunks):
-                    yield self.chunks[i]
+                while i < self.produced:
+                    chunk = self._chunks[i - self._first]
                     i += 1
+                    self._positions[me] = i
+                    self._trim()
+                    yield chunk
                 if self.done:
                     if self.error is not None:
                         raise self.error
                     return
                 await asyncio.shield(self._tick)
         finally:
-            self._followers -= 1
-            if self._followers == 0 and not self.keep and not self.done and self.task:
+            del self._positions[me]
+            self._trim()
+            if not self._positions and not self.keep and not self.done and self.task:
                 self.task.cancel()
 
 
 class Synthesizer:
-    """Starts or joins provider flights; ``flights`` holds those under way, by cache key."""
+    """Starts or joins provider flights; ``flights`` holds those that can still be joined, by
+    cache key."""
 
     def __init__(self, tts: TtsClient, fmt: str, rate_hz: int, cache: PhraseCache | None):
         self._tts = tts
@@ -90,6 +142,7 @@ class Synthesizer:
         self._rate_hz = rate_hz
         self._cache = cache
         self.flights: dict[str, Flight] = {}
+        self._under_way: set[Flight] = set()  # joinable or not, until they land
 
     def flight(
         self,
@@ -114,6 +167,7 @@ class Synthesizer:
             return flight
         flight = Flight(key, keep=keep)
         self.flights[key] = flight
+        self._under_way.add(flight)
         flight.task = asyncio.create_task(
             self._produce(flight, text, request, voice), name=f"synthesis-{key[:8]}"
         )
@@ -121,8 +175,8 @@ class Synthesizer:
         return flight
 
     def _landed(self, flight: Flight) -> None:
-        if self.flights.get(flight.key) is flight:
-            del self.flights[flight.key]
+        self._unlist(flight)
+        self._under_way.discard(flight)
         if not flight.done:  # cancelled before it started
             flight.end(TtsUnavailable("synthesis cancelled"))
 
@@ -133,11 +187,15 @@ class Synthesizer:
         tee = _CacheTee(self._cache, flight.key, text, voice)
         try:
             async for chunk in self._tts.stream(text, request):
-                if pcm := decoder.feed(chunk):
+                if self._format in DECODED_IN_THREAD:
+                    pcm = await asyncio.to_thread(decoder.feed, chunk)
+                else:
+                    pcm = decoder.feed(chunk)
+                if pcm:
                     self._add(flight, tee, pcm, decoder.rate_hz)
             if tail := decoder.finish():
                 self._add(flight, tee, tail, decoder.rate_hz)
-            if not flight.chunks:
+            if not flight.produced:
                 raise TtsProtocolError("the provider finished without sending audio")
         except Exception as exc:
             tee.discard()
@@ -150,15 +208,22 @@ class Synthesizer:
             await tee.commit()
             flight.end()
 
-    @staticmethod
-    def _add(flight: Flight, tee: _CacheTee, pcm: bytes, rate_hz: int | None) -> None:
+    def _add(self, flight: Flight, tee: _CacheTee, pcm: bytes, rate_hz: int | None) -> None:
         assert rate_hz is not None, "decoders know their rate once they yield PCM"
         flight.add(pcm, rate_hz)
         tee.write(pcm, rate_hz)
+        if flight.joinable and flight.produced_bytes > JOIN_WINDOW_BYTES:
+            self._unlist(flight)  # the next request for this phrase starts its own session
+
+    def _unlist(self, flight: Flight) -> None:
+        """``flight`` takes no more followers."""
+        if self.flights.get(flight.key) is flight:
+            del self.flights[flight.key]
+        flight.close_joining()
 
     async def close(self) -> None:
         """Cancel every flight under way (shutdown)."""
-        tasks = [f.task for f in self.flights.values() if f.task is not None]
+        tasks = [f.task for f in self._under_way if f.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:

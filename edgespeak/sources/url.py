@@ -17,15 +17,18 @@ import logging
 import os
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from edgespeak.audio.media import MediaDecoder, open_decoder
-from edgespeak.audio.resample import Resampler
 from edgespeak.audio.sniff import MediaInfo, sniff
 from edgespeak.base.errors import AudioFormatError, MediaError
 from edgespeak.base.pcm import FRAME_BYTES
+
+if TYPE_CHECKING:  # imported with the first media URL (numpy, soxr: ~15 MiB), in a thread
+    from edgespeak.audio.media import MediaDecoder
+    from edgespeak.audio.resample import Resampler
 
 log = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
@@ -134,10 +137,9 @@ class UrlAudio:
                     info = self._sniff(head, response.content_type)
                     if info is None:
                         continue
-                    decoder = open_decoder(info)
-                    resampler = Resampler(info.rate_hz, self.rate_hz)
+                    decoder, resampler = await asyncio.to_thread(_open, info, self.rate_hz)
                     chunk, head = head, b""
-                assert resampler is not None
+                assert decoder is not None and resampler is not None
                 pcm = resampler.process(await self._feed(decoder, chunk))
                 frames += len(pcm) // FRAME_BYTES
                 if frames > max_frames:
@@ -190,3 +192,13 @@ class UrlAudio:
             with contextlib.suppress(Exception):
                 await task
             raise
+
+
+def _open(info: MediaInfo, rate_hz: int) -> tuple[MediaDecoder, Resampler]:
+    """The decoder for ``info`` and a resampler from its rate to ``rate_hz`` Hz; the modules
+    (numpy, soxr, maybe miniaudio) are imported here, on the first media URL: call it in a
+    thread. Raises AudioFormatError."""
+    from edgespeak.audio.media import open_decoder
+    from edgespeak.audio.resample import Resampler
+
+    return open_decoder(info), Resampler(info.rate_hz, rate_hz)

@@ -166,11 +166,19 @@ def _candidates(files: Iterable[Path]) -> Iterator[tuple[str, Path | None, Path 
         yield voice_id, models.get(voice_id), configs.get(voice_id)
 
 
+_FILE_LISTS = ("RECORD", "installed-files.txt", "SOURCES.txt")  # where dist.files comes from
+
+
 def _package_files() -> Iterator[tuple[str, list[Path]]]:
     """(``package:<name>``, the .onnx/.onnx.json files its RECORD lists) for every installed
     distribution that lists a voice config (many packages ship ONNX models that are no
     voices: a model without a config is not looked at)."""
     for dist in importlib.metadata.distributions():
+        # The file lists dist.files reads, as text first: parsing every package's list into
+        # paths left ~1 MiB of the daemon's heap fragmented at each start, for no voice.
+        listed = "".join(dist.read_text(name) or "" for name in _FILE_LISTS)
+        if CONFIG_SUFFIX not in listed:
+            continue
         found = [
             Path(str(dist.locate_file(f)))
             for f in dist.files or ()
