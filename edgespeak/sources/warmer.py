@@ -20,6 +20,12 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_never,
+)
+
 from edgespeak.base.backoff import Backoff
 from edgespeak.base.errors import CacheError, EdgespeakError, TtsUnavailable
 from edgespeak.config import Phrase, Settings
@@ -180,15 +186,11 @@ class PhraseWarmer:
         await self.pin()
         backoff = Backoff(max_s=self._settings.tts.reconnect_max_s)
         while True:
-            failures = 0
-            while True:
-                try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TtsUnavailable), wait=backoff, stop=stop_never
+            ):
+                with attempt:
                     await self._pass()  # raises TtsUnavailable only
-                except TtsUnavailable:
-                    failures += 1
-                    await asyncio.sleep(backoff.after(failures))
-                else:
-                    break
             await tts.wait_back_up()
 
     async def _pass(self) -> None:

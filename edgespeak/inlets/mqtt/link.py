@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from edgespeak.base.backoff import Backoff
 from edgespeak.base.events import Event
@@ -142,25 +143,28 @@ class MqttLink:
 
         Raises ConfigError if the password file became unreadable since the config was loaded.
         """
-        backoff = Backoff(first_s=0.5, max_s=self._settings.mqtt.reconnect_max_s)
-        failures = 0
+        cap_s = self._settings.mqtt.reconnect_max_s
         while True:
-            try:
-                await self._session()
-            except aiomqtt.MqttError as exc:
-                # Being cancelled, aiomqtt's graceful disconnect may find the connection
-                # already gone and raise this instead: retrying would swallow the
-                # cancellation, and the daemon could never stop.
-                _raise_if_cancelled()
-                failures += 1
-                self._log_retry(failures, exc)
-                await asyncio.sleep(backoff.after(failures))
-            else:
-                failures = 0  # connected, then the connection dropped: afresh
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(aiomqtt.MqttError),
+                wait=Backoff(first_s=0.5, max_s=cap_s),
+                before_sleep=self._log_retry,
+            ):
+                with attempt:
+                    try:
+                        await self._session()
+                    except aiomqtt.MqttError:
+                        # Being cancelled, aiomqtt's graceful disconnect may find the
+                        # connection already gone and raise this instead: retrying would
+                        # swallow the cancellation, and the daemon could never stop.
+                        _raise_if_cancelled()
+                        raise
 
-    def _log_retry(self, attempt: int, exc: BaseException) -> None:
+    def _log_retry(self, state: RetryCallState) -> None:
         """First failure, or a different one than the last logged: WARNING; repeats: DEBUG."""
-        problem = describe_failure(exc, self._where)
+        attempt = state.attempt_number
+        exc = state.outcome.exception() if state.outcome is not None else None
+        problem = describe_failure(exc, self._where) if exc is not None else "unknown failure"
         new = attempt == 1 or problem != self._last_problem
         self._last_problem = problem
         log.log(logging.WARNING if new else logging.DEBUG, "%s (attempt %d)", problem, attempt)
