@@ -1,48 +1,33 @@
-"""Per-topic rate limit on MQTT inputs: a moving window per limit and topic.
+"""Per-topic rate limit on MQTT inputs, with the ``limits`` library's moving window.
 
 A flood on one topic (a looping automation, a stuck script) must not fill the queue or keep
 the speaker busy for the others: past the limit an input is refused at once with a
 ``failed`` event, and inputs on other topics are not affected.
-
-The window is the ``limits`` library's moving window (which this replaced, see
-:mod:`edgespeak.config.rates`): an input is allowed while fewer than ``amount`` inputs on its
-topic were allowed in the last ``window_s`` seconds; refused inputs do not count.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-from collections.abc import Callable
-
-from edgespeak.config.rates import parse_rates
+from limits import parse_many, storage, strategies
 
 
 class TopicRateLimit:
     """``spec``: the limits as ``"20/minute"`` or ``"5/second;60/hour"`` (all must allow).
-    ``clock``: seconds, monotonic.
 
-    Raises ValueError for a spec that is not the notation (config validation reports it first).
-    Memory: at most ``amount`` timestamps per limit and topic.
+    Raises ValueError for a spec the ``limits`` library cannot parse (config validation
+    reports it first).
     """
 
-    def __init__(self, spec: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, spec: str) -> None:
         self.spec = spec
-        self._rates = parse_rates(spec)
-        self._clock = clock
-        self._allowed: dict[str, list[deque[float]]] = {}  # per topic, per rate: times allowed
+        self._items = parse_many(spec)
+        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
 
     def allow(self, topic: str) -> bool:
         """Count one input on ``topic``; False (and not counted) when a limit is reached."""
-        now = self._clock()
-        windows = self._allowed.setdefault(topic, [deque() for _ in self._rates])
-        for rate, times in zip(self._rates, windows, strict=True):
-            while times and times[0] <= now - rate.window_s:
-                times.popleft()
-        if any(len(times) >= rate.amount for rate, times in zip(self._rates, windows, strict=True)):
+        if not all(self._limiter.test(item, topic) for item in self._items):
             return False
-        for times in windows:
-            times.append(now)
+        for item in self._items:
+            self._limiter.hit(item, topic)
         return True
 
     def refusal(self, topic: str) -> str:
