@@ -20,7 +20,6 @@ from tests.conftest import Stack, daemon_process, watching
 # Never in a daemon with the default features, whatever it speaks (prefixes of module names).
 NOT_LOADED = (
     "numpy", "soxr", "limits", "humanize", "tqdm",  # the DSP is plain Python; no limits library
-    "opuslib_next",  # the daemon decodes through edgespeak.audio.libopus
     "edgespeak.server", "edgespeak.cli.cache", "edgespeak.cli.doctor",  # other commands
     "edgespeak.providers.cartesia", "edgespeak.providers.voices",  # provider fish; no voices
     "edgespeak.inlets.hermes",  # [hermes] disabled

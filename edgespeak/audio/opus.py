@@ -1,5 +1,4 @@
-"""Ogg Opus (RFC 7845) streaming decoder and encoder, mono, on top of libopus (decoding through
-:mod:`edgespeak.audio.libopus`, encoding through opuslib_next).
+"""Ogg Opus (RFC 7845) streaming decoder and encoder, mono, on top of libopus via opuslib_next.
 
 Granule positions (RFC 7845 §4) count 48 kHz samples of decoded output, including the
 ``pre_skip`` samples at the start that a decoder discards (§4.2). The end-of-stream page's
@@ -9,10 +8,14 @@ granule position tells a decoder where to cut the end (§4.4): total playable ou
 
 from __future__ import annotations
 
+import ctypes
 import secrets
 import struct
 
-from edgespeak.audio import dsp, libopus
+import opuslib_next
+from opuslib_next.api import decoder as opus_api
+
+from edgespeak.audio import dsp
 from edgespeak.audio.ogg import OggPacket, OggPacketReader, OggPageWriter
 from edgespeak.base.errors import AudioFormatError
 from edgespeak.base.pcm import FRAME_BYTES
@@ -20,6 +23,7 @@ from edgespeak.base.pcm import FRAME_BYTES
 __all__ = ["OPUS_RATE_HZ", "OggOpusDecoder", "OggOpusEncoder"]
 
 OPUS_RATE_HZ = 48000
+_MAX_FRAME = 5760  # 120 ms at 48 kHz, the longest Opus packet (RFC 6716 §3.2.5)
 _FRAME = 960  # 20 ms at 48 kHz
 _HEAD = struct.Struct("<8sBBHIhB")  # RFC 7845 §5.1, 19 bytes for mapping family 0
 _VENDOR = b"edgespeak"
@@ -39,7 +43,8 @@ class OggOpusDecoder:
 
     def __init__(self) -> None:
         self._reader = OggPacketReader()
-        self._decoder: libopus.Decoder | None = None
+        self._decoder: opuslib_next.Decoder | None = None
+        self._pcm = (ctypes.c_int16 * _MAX_FRAME)()  # libopus decodes into this, every packet
         self._have_tags = False
         self._pre_skip = 0
         self._gain = 1.0
@@ -52,7 +57,7 @@ class OggOpusDecoder:
 
         Raises AudioFormatError for a bad Ogg page, a missing or malformed OpusHead/OpusTags,
         a channel count other than 1 (only mono is played), an unsupported mapping family, an
-        empty or corrupt Opus packet (with libopus's reason), or an end-of-stream
+        empty or corrupt Opus packet (wrapping opuslib_next.OpusError), or an end-of-stream
         page without a granule position.
         """
         out = bytearray()
@@ -120,13 +125,20 @@ class OggOpusDecoder:
             raise AudioFormatError(f"unsupported Opus channel mapping family {family} (need 0)")
         self._pre_skip = pre_skip
         self._gain = 10.0 ** (gain_q8 / (20.0 * 256.0))  # Q7.8 dB, RFC 7845 §5.1
-        self._decoder = libopus.Decoder(OPUS_RATE_HZ, 1)
+        self._decoder = opuslib_next.Decoder(OPUS_RATE_HZ, 1)
 
     def _decode(self, data: bytes) -> bytes:
         if not data:
             raise AudioFormatError("empty Opus packet (RFC 6716 §3.4: at least one byte)")
         assert self._decoder is not None
-        pcm = self._decoder.decode(data)  # AudioFormatError: corrupt
+        # libopus itself, into the one buffer: opuslib_next's decode() allocates 11.5 KB per
+        # packet in a ctypes reference cycle, garbage that waits for the cyclic collector.
+        state = self._decoder.decoder_state
+        samples = opus_api.libopus_decode(state, data, len(data), self._pcm, _MAX_FRAME, 0)
+        if samples < 0:
+            exc = opuslib_next.OpusError(samples)
+            raise AudioFormatError(f"corrupt Opus packet: {exc}") from exc
+        pcm = ctypes.string_at(self._pcm, samples * FRAME_BYTES)
         self._decoded += len(pcm) // FRAME_BYTES
         return pcm
 
@@ -159,8 +171,6 @@ class OggOpusEncoder:
         """
         if bitrate_bps is not None and not 500 <= bitrate_bps <= 512000:
             raise ValueError(f"Opus bitrate must be 500 .. 512000 bps, got {bitrate_bps}")
-        import opuslib_next  # the encoder's binding, imported by encoding servers only
-
         self._encoder = opuslib_next.Encoder(OPUS_RATE_HZ, 1, opuslib_next.APPLICATION_AUDIO)
         if bitrate_bps is not None:
             self._encoder.bitrate = bitrate_bps
