@@ -63,7 +63,7 @@ from bench.common import (
     watching,
     write_config,
 )
-from bench.isolated import private_python
+from bench.isolated import private_python, unit_python_env, warm_bytecode
 from bench.longstream import long_stream
 from harness import stack
 
@@ -253,7 +253,8 @@ async def idle_part(
     server_config = work / "server-idle.toml"
     server_config.write_text(f"[server]\nport = {port}\n")
     server = stack.LocalServer(server_config, work / "server-idle.log", machine_env)
-    pi_env = stack.clean_env(**pi_like_alsa(work / "pi-like.conf"))
+    shipped = unit_python_env(work / "unit-cache")
+    pi_env = stack.clean_env(**pi_like_alsa(work / "pi-like.conf"), **shipped)
     short = min(args.idle_s, 10.0)
     runs = [
         ("idle", shipped_config(work / "shipped.toml", work, broker, port), pi_env, args.idle_s),
@@ -261,8 +262,11 @@ async def idle_part(
                                      format="opus"), pi_env, short),
         ("idle_machine_alsa", shipped_config(work / "shipped-machine.toml", work, broker, port),
          machine_env, short),
+        ("idle_plain_python", shipped_config(work / "shipped-plain.toml", work, broker, port),
+         {k: v for k, v in pi_env.items() if k not in shipped}, short),
     ]  # fmt: skip
     python, private = await asyncio.to_thread(private_python, work)
+    await asyncio.to_thread(warm_bytecode, python, pi_env | private)
     out: dict[str, Any] = {}
     try:
         await asyncio.to_thread(server.start)
@@ -301,10 +305,16 @@ def run(args: argparse.Namespace) -> Result:
     work = Path(tempfile.mkdtemp(prefix="edgespeak-bench-footprint-"))
     pulse = stack.PulseAudio(work)
     broker = stack.Mosquitto(stack.free_port(), work)
-    paced = stack.clean_env(
-        **stack.capture_alsa_conf(work / "paced.conf", Path("/dev/null"), pulse_server=pulse.server)
+    shipped = unit_python_env(work / "unit-cache")  # the interpreter as the unit runs it
+    print(
+        "as shipped (systemd/edgespeak.service):", " ".join(f"{k}={v}" for k, v in shipped.items())
     )
+    alsa_paced = stack.capture_alsa_conf(
+        work / "paced.conf", Path("/dev/null"), pulse_server=pulse.server
+    )
+    paced = stack.clean_env(**alsa_paced, **shipped)
     unpaced = stack.clean_env(**stack.capture_alsa_conf(work / "null.conf", Path("/dev/null")))
+    unpaced |= shipped
     try:
         pulse.start()
         broker.start()
@@ -312,6 +322,7 @@ def run(args: argparse.Namespace) -> Result:
         out |= asyncio.run(paced_part(args, work, broker.port, paced))
         out["long_stream"] = asyncio.run(long_stream(args, work, broker.port, paced))
         out |= asyncio.run(unpaced_part(args, work, broker.port, unpaced))
+        out["interpreter"] = shipped  # systemd/edgespeak.service's PYTHON* settings
     except BaseException:
         print(f"footprint bench: logs kept in {work}")
         raise
@@ -341,6 +352,8 @@ def report(args: argparse.Namespace, out: dict[str, Any]) -> Result:
                   f"{opus['smaps_rollup_mib']['Rss']} / {opus['smaps_rollup_mib']['Pss']}", "MiB"),
         value_row("idle, this machine's ALSA config (PulseAudio hook): RSS",
                   machine["smaps_rollup_mib"]["Rss"], "MiB"),
+        value_row("idle, plain python (not the unit's -OO): RSS",
+                  out["idle_plain_python"]["smaps_rollup_mib"]["Rss"], "MiB"),
         value_row(f"idle {idle['seconds']:g} s: CPU, % of one core",
                   idle["cpu_percent_of_one_core"], "%"),
         dist_row("startup: spawn -> READY=1", out["startup_ms"]),

@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -87,3 +89,28 @@ def private_python(work: Path) -> tuple[str, dict[str, str]]:
         if name and (libdir / name).is_file():
             shutil.copy2(libdir / name, libs / name)
     return str(root / "bin" / "python3"), {"LD_LIBRARY_PATH": str(root / "libpython")}
+
+
+UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edgespeak.service"
+
+
+def unit_python_env(cache_dir: Path) -> dict[str, str]:
+    """The interpreter settings ``systemd/edgespeak.service`` gives the daemon: its
+    ``Environment=`` assignments whose names start with ``PYTHON``, ``%C`` (the unit's cache
+    root) replaced by ``cache_dir``. The daemon as shipped runs with them, and with no other
+    (systemd starts it with a clean environment): ``PYTHONDONTWRITEBYTECODE``, which this
+    machine's may set, is emptied unless the unit sets it."""
+    env: dict[str, str] = {"PYTHONDONTWRITEBYTECODE": ""}
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("Environment="):
+            for item in shlex.split(line.removeprefix("Environment=")):
+                name, _, value = item.partition("=")
+                if name.startswith("PYTHON"):
+                    env[name] = value.replace("%C", str(cache_dir))
+    return env
+
+
+def warm_bytecode(python: str, env: dict[str, str]) -> None:
+    """Compile what the daemon imports into ``env``'s bytecode cache, as its first start does
+    on a Pi: the later starts, the ones measured, find it there. Raises CalledProcessError."""
+    subprocess.run([python, "-c", "import edgespeak.daemon"], env=env, check=True)

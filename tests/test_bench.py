@@ -55,6 +55,7 @@ def test_each_benchmark_runs_and_writes_its_rows(tmp_path: Path) -> None:
     assert footprint["idle"]["source"] == "stream" and footprint["idle_opus"]["source"] == "stream"
     idle = footprint["idle"]["smaps_rollup_mib"]
     assert 0 < idle["Pss"] <= idle["Rss"]
+    assert footprint["interpreter"]["PYTHONOPTIMIZE"] == "2", "not measured as the unit runs it"
     assert footprint["loop_lag_misses"]["samples"] > 0, "the probe ran through the burst"
     daemon = benches["piper"]["summary"]["daemon"]
     assert "worker PSS" not in daemon["espeak-ng fallback"]  # no worker without Piper

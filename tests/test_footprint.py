@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from bench.isolated import unit_python_env
 from edgespeak.sources.voices import find_piper_voices
 from harness.stack import stop_process
 from tests.conftest import Stack, daemon_process, watching
 
 # Never in a daemon with the default features, whatever it speaks (prefixes of module names).
 NOT_LOADED = (
-    "numpy", "soxr", "limits", "humanize", "tqdm",  # the DSP is plain Python; no limits library
+    "numpy", "soxr", "humanize", "tqdm",  # the DSP is plain Python; CLI-only libraries
     "edgespeak.server", "edgespeak.cli.cache", "edgespeak.cli.doctor",  # other commands
     "edgespeak.providers.cartesia", "edgespeak.providers.voices",  # provider fish; no voices
     "edgespeak.inlets.hermes",  # [hermes] disabled
@@ -36,9 +37,10 @@ async def test_a_default_daemon_imports_nothing_of_what_it_does_not_use(
     stack: Stack, fmt: str
 ) -> None:
     config = stack.config(fmt=fmt, rate=22050 if fmt == "pcm" else 48000)
-    with daemon_process(
-        config, stack.capture, stack.workdir, env={"PYTHONPROFILEIMPORTTIME": "1"}
-    ) as proc:
+    # As the systemd unit runs it: -OO (no docstrings, no asserts), bytecode in a cache prefix.
+    env = unit_python_env(stack.workdir / "unit-cache") | {"PYTHONPROFILEIMPORTTIME": "1"}
+    assert env["PYTHONOPTIMIZE"] == "2"
+    with daemon_process(config, stack.capture, stack.workdir, env=env) as proc:
         async with watching(stack.broker.port) as w:
             chime = {"chime": "doorbell"} if fmt == "pcm" else {}  # the chime is 22050 Hz
             body = {"text": "Someone is at the front door.", "id": "door", **chime}
@@ -52,6 +54,7 @@ async def test_a_default_daemon_imports_nothing_of_what_it_does_not_use(
     loaded = sorted(m for m in imported if m.startswith(NOT_LOADED))
     assert loaded == [], f"imported though unused: {loaded}"
     assert "start-up settled" in log, "the start-up's memory was not settled"
+    assert any((stack.workdir / "unit-cache").rglob("*.opt-2.pyc")), "not run with -OO"
 
 
 def test_looking_for_piper_voices_parses_only_the_voice_packages_file_lists() -> None:

@@ -131,3 +131,16 @@ def test_secrets_are_optional_credentials() -> None:
     assert "EDGESPEAK_DAEMON__STATE_DIR=%S/edgespeak" in env
     assert values("edgespeak.service", "DeviceAllow") == ["char-alsa rw"]
     assert values("edgespeak-server.service", "PrivateDevices") == ["yes"]
+
+
+def test_the_daemon_runs_optimised_with_its_bytecode_in_a_cache_of_its_own() -> None:
+    """-OO saves about 2 MiB of the daemon's memory (docs/performance.md, "Footprint"); with
+    ProtectSystem=strict the bytecode it compiles can only be kept in a directory the unit owns
+    (else every start compiles everything again: seconds on a Pi)."""
+    env = dict(item.split("=", 1) for line in values("edgespeak.service", "Environment")
+               for item in line.split())  # fmt: skip
+    assert env["PYTHONOPTIMIZE"] == "2"
+    caches = " ".join(values("edgespeak.service", "CacheDirectory")).split()
+    prefix = env["PYTHONPYCACHEPREFIX"]
+    assert prefix.startswith("%C/") and prefix.removeprefix("%C/") in caches
+    assert "PYTHONDONTWRITEBYTECODE" not in env, "the cache would never be written"
