@@ -139,6 +139,7 @@ class Daemon:
                         await fallback.close()
         finally:
             await asyncio.to_thread(sink.close)
+            await asyncio.to_thread(self.volumes.close)
             if cache is not None:
                 cache.close()
             self.notifier.close()

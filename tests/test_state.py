@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,7 +57,9 @@ def test_bad_volume_payloads_say_why(payload: bytes, message: str) -> None:
 
 
 def test_the_volume_survives_a_new_store(tmp_path: Path) -> None:
-    VolumeStore(tmp_path / "state").save(0.42)
+    store = VolumeStore(tmp_path / "state")
+    store.save(0.42)
+    store.close()
     assert VolumeStore(tmp_path / "state").load() == pytest.approx(0.42)
     assert VolumeStore(tmp_path / "empty").load() is None
     assert not list((tmp_path / "state").glob(".volume-*"))  # no temp file left behind
@@ -64,7 +70,9 @@ def test_an_unusable_state_dir_is_logged_not_raised(
 ) -> None:
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the state dir should be\n")  # fails for root too
-    VolumeStore(blocked).save(0.3)
+    store = VolumeStore(blocked)
+    store.save(0.3)
+    store.close()
     assert "cannot keep the volume" in caplog.text
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "volume").write_text("loud\n")
@@ -78,9 +86,42 @@ def test_the_mute_flag_survives_and_setting_a_volume_unmutes(tmp_path: Path) -> 
     store.watch(lambda: changes.append((store.volume, store.muted)))
     store.save(0.5)
     store.save_muted(True)
+    store.flush()
     again = VolumeStore(tmp_path)
     assert (again.load(), again.muted) == (pytest.approx(0.5), True)
     again.save(0.7)
+    again.close()
     third = VolumeStore(tmp_path)
     assert (third.load(), third.muted) == (pytest.approx(0.7), False)
     assert changes == [(0.5, False), (0.5, True)]
+
+
+_OPENS: list[tuple[str, int]] | None = None  # (path, thread id) of each file opened, when on
+
+
+def _note_open(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and _OPENS is not None and isinstance(args[0], str):
+        _OPENS.append((args[0], threading.get_ident()))
+
+
+async def test_a_volume_set_on_the_event_loop_does_not_touch_the_disk_there(
+    tmp_path: Path,
+) -> None:
+    """Bad before: ``volume/set`` (and Home Assistant's volume and mute) wrote and fsynced the
+    state files on the event loop: a slow SD card stalled every announcement playing. Python's
+    own audit event "open" shows which thread opened them."""
+    global _OPENS
+    sys.addaudithook(_note_open)  # stays for the session, records only while _OPENS is a list
+    store = VolumeStore(tmp_path)
+    _OPENS = []
+    try:
+        store.save(0.25)
+        store.save_muted(True)
+        await asyncio.to_thread(store.close)
+        opened = [thread for path, thread in _OPENS if path.startswith(str(tmp_path))]
+    finally:
+        _OPENS = None
+    assert len(opened) == 2, opened  # the volume's file, then the mute flag's
+    assert threading.get_ident() not in opened, "written on the event loop's thread"
+    again = VolumeStore(tmp_path)
+    assert (again.load(), again.muted) == (pytest.approx(0.25), True)

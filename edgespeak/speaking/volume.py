@@ -1,6 +1,9 @@
 """The one volume: set over MQTT, by Home Assistant's number entity and by its media player,
 kept across restarts in ``[daemon] state_dir``/``volume``; the media player's mute beside it
-in ``muted``. Setting a volume unmutes (so every inlet's ``volume/set`` is audible)."""
+in ``muted``. Setting a volume unmutes (so every inlet's ``volume/set`` is audible).
+
+The values change at once; the files are written (and fsynced) by one thread of the store's
+own, in order, so a volume set from the event loop never waits for the disk."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -15,8 +19,9 @@ log = logging.getLogger(__name__)
 
 class VolumeStore:
     """The volume (0.0-1.0) in ``<state_dir>/volume`` and the mute flag in ``<state_dir>/muted``,
-    written atomically (temp file, fsync, rename). Never raises: an unreadable or unwritable
-    state dir is logged, once per kind.
+    written atomically (temp file, fsync, rename) by the store's writer thread, in the order
+    set. Never raises: an unreadable or unwritable state dir is logged, once per kind.
+    :meth:`close` (or :meth:`flush`) waits for what is still to be written.
 
     ``volume`` and ``muted`` are the values last loaded or saved (``volume`` None: none yet).
     Callbacks given to :meth:`watch` run after every :meth:`save` and :meth:`save_muted`.
@@ -29,6 +34,8 @@ class VolumeStore:
         self.muted = False
         self._warned = False
         self._watchers: list[Callable[[], None]] = []
+        self._writer: ThreadPoolExecutor | None = None  # started by the first write
+        self._last: Future[None] | None = None
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after each change of the volume or the mute flag."""
@@ -79,7 +86,25 @@ class VolumeStore:
         for callback in self._watchers:
             callback()
 
+    def flush(self) -> None:
+        """Block until every value set so far is on disk (or its failure logged)."""
+        if self._last is not None:
+            self._last.result()
+
+    def close(self) -> None:
+        """:meth:`flush`, then stop the writer thread (a later set starts it again)."""
+        self.flush()
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
+
     def _write(self, path: Path, text: str) -> None:
+        """Have the writer thread store ``text`` in ``path``."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="edgespeak-volume")
+        self._last = self._writer.submit(self._store, path, text)
+
+    def _store(self, path: Path, text: str) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
