@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 import wave
 from pathlib import Path
 
@@ -18,10 +19,15 @@ from edgespeak.audio.alsa import AlsaSink
 from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.config import Settings
+from edgespeak.inlets.homeassistant.state import NodeState
+from edgespeak.inlets.mqtt.commands import Commands
+from edgespeak.inlets.mqtt.link import Incoming
 from edgespeak.providers.fish import FishLiveClient
+from edgespeak.scheduling.scheduler import Scheduler
 from edgespeak.sources.synthesis import Synthesizer
 from edgespeak.speaking.chimes import ChimeError, Chimes
 from edgespeak.speaking.speaker import Speaker
+from edgespeak.speaking.volume import VolumeStore
 from edgespeak.wire import fish as fp
 from harness.stack import capture_alsa_conf
 from tests.helpers import serving_live
@@ -133,3 +139,35 @@ async def test_a_chimes_first_read_and_decode_run_off_the_event_loop(
     assert chimes.threads and threading.get_ident() not in chimes.threads
     played = out.read_bytes()
     assert played.startswith(Chimes(None).pcm("doorbell", 22050)) and played.endswith(speech)
+
+
+async def test_the_chime_command_reads_a_new_chime_off_the_event_loop(tmp_path: Path) -> None:
+    """Bad before: the ``<prefix>/<node>/chime`` command (Home Assistant's test-chime button)
+    read and decoded a chime's WAV on the event loop the first time (~40 ms here when numpy
+    was imported to resample it). A real Scheduler takes what the command queues."""
+    chimes = NotingChimes()
+    events: list[Event] = []
+    queued: asyncio.Queue[Announcement] = asyncio.Queue()
+
+    async def speak(ann: Announcement) -> Event:
+        await queued.put(ann)
+        return Event(ann.id, "finished")
+
+    scheduler = Scheduler(speak, events.append, queue_max=4, ttl_s=60, dedup_window_s=60,
+                          on_internal_error=lambda ann, exc: None)  # fmt: skip
+    settings = Settings()
+    refused: asyncio.Queue[Event] = asyncio.Queue()  # the command's own events
+    commands = Commands(settings, scheduler, chimes, AlsaSink("default"), VolumeStore(tmp_path),
+                        NodeState(), refused.put_nowait, lambda: None)  # fmt: skip
+    running = asyncio.create_task(scheduler.run())
+    try:
+        for payload in (b"doorbell", b"no-such-chime"):
+            commands.chime(Incoming("speech/node/chime", payload, time.monotonic(), None, False))
+        played = await asyncio.wait_for(queued.get(), 10)
+        failed = await asyncio.wait_for(refused.get(), 10)
+    finally:
+        scheduler.close("the test is over")
+        await running
+    assert played.sound == Chimes(None).pcm("doorbell", settings.tts.rate_hz)
+    assert chimes.threads and threading.get_ident() not in chimes.threads
+    assert failed.state == "failed" and "unknown chime 'no-such-chime'" in (failed.error or "")

@@ -12,6 +12,7 @@ reading the payload: …", the traceback logged).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -59,6 +60,7 @@ class Commands:
         self._changed = changed
         self._rate = TopicRateLimit(settings.limits.rate)
         self._refused: set[str] = set()  # topics whose refusal was logged, until one passes
+        self._tasks: set[asyncio.Task[None]] = set()  # chimes being loaded
 
     def routes(self, topics: Topics) -> list[Route]:
         """The routes of this node's topics."""
@@ -112,13 +114,20 @@ class Commands:
         self._changed()
 
     def chime(self, msg: Incoming) -> None:
-        """Play a chime on its own (the Home Assistant "test chime" button)."""
+        """Play a chime on its own (the Home Assistant "test chime" button). A chime's first
+        use reads and decodes its file in a thread (:meth:`Chimes.load`), then it is queued;
+        an unknown or unreadable one gets a ``failed`` event."""
+        task = asyncio.get_running_loop().create_task(self._chime(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _chime(self, msg: Incoming) -> None:
         name = msg.payload.decode("utf-8", errors="replace").strip()
         name = name or self._settings.sounds.default_chime
         ann_id = uuid.uuid4().hex[:12]
         rate_hz = self._settings.tts.rate_hz  # the speech rate: the device stays open
         try:
-            pcm = self._chimes.pcm(name, rate_hz)
+            pcm = await self._chimes.load(name, rate_hz)
         except ChimeError as exc:
             log.warning("chime request on %s: %s", msg.topic, exc)
             self._publish(Event(ann_id, "failed", error=str(exc)))
