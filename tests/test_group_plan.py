@@ -5,10 +5,13 @@ elsewhere; here the checks are coarse."""
 
 from __future__ import annotations
 
+import re
+import signal
 from pathlib import Path
 
 from tests.conftest import Broker, TtsServer, logged
 from tests.group_plan_nodes import group_nodes, sessions, watch_group
+from tests.helpers import espeak_pcm
 
 DOOR = "Someone is at the front door."
 WASHER = "The washing machine has finished. Please empty it before the clothes start to smell."
@@ -60,3 +63,34 @@ async def test_a_new_phrase_is_synthesised_once_relayed_and_then_cached_everywhe
     heard = [node.capture.read() for node in nodes]
     assert heard[0] == heard[1] == heard[2]
     assert heard[0][len(heard_first[0]) :] == heard_first[0]  # what was relayed, replayed
+
+
+LONG = " ".join(
+    f"Announcement part {n}: the laundry in the basement is done and the dryer is free now."
+    for n in range(1, 11)
+)
+
+
+async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_stream(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo", "charlie"]
+    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": LONG, "id": "long-1"})
+            await watch.until(lambda: len(watch.relayed) >= 20)  # 1.2 s of speech
+            assert nodes[0].proc is not None
+            nodes[0].proc.send_signal(signal.SIGKILL)
+            finals = await watch.finals(ids[1:], "long-1")
+    for node_id, event in finals.items():
+        assert (event["state"], event["source"]) == ("failed", "relay"), (node_id, event)
+        assert re.fullmatch(r"the group's leader alpha went away after \d+\.\d s", event["error"])
+        assert event["group"]["leader"] == "alpha"
+    bravo, charlie = (node.capture.read() for node in nodes[1:])
+    # What came before the leader died was played, the same on both, and not all of it came.
+    assert bravo and bravo == charlie
+    assert len(bravo) < len(espeak_pcm(LONG))
+    seconds = float(finals["bravo"]["error"].rsplit(" ", 2)[-2])
+    assert seconds == round(len(bravo) / 2 / 22050, 1)
+    for node in nodes[1:]:  # a part is never cached
+        assert not list(node.cache_dir.glob("*.wav"))
