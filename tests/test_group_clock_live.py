@@ -221,3 +221,29 @@ async def test_doctor_shows_the_daemon_s_clock(broker: Mosquitto, tmp_path: Path
     assert row.startswith("clock ok reference node-a, offset -"), row
     assert row.endswith(" ms, synced"), row
     assert "no daemon of node 'node-b' answered" in await doctor_row(B, broker, tmp_path)
+
+
+async def test_a_reference_that_stops_answering_unsyncs_the_others_until_it_is_back(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The reference frozen (SIGSTOP): its connection and retained ``online`` stay, its pongs
+    stop. After 3 intervals the node says so; thawed, it syncs again."""
+    with running(A, broker, tmp_path) as reference, running(B, broker, tmp_path):
+        log = log_of(B, tmp_path)
+        await logged(log, "group clock synced to node-a")
+        reference.send_signal(signal.SIGSTOP)
+        try:
+            await logged(log, "group clock not synced: the reference node-a has not answered")
+            async with asking(broker) as asker:
+                status = await asker.status(B)
+        finally:
+            reference.send_signal(signal.SIGCONT)
+        assert (status["reference"], status["synced"]) == ("node-a", False)
+        assert status["reason"].startswith("the reference node-a has not answered for ")
+        async with asking(broker) as asker:
+            status = await asker.status(B)
+            async with asyncio.timeout(20):
+                while not status["synced"]:
+                    await asyncio.sleep(0.5)  # the pace of asking; the condition is checked
+                    status = await asker.status(B)
+            assert_on_group_time(status, B, A)
