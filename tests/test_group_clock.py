@@ -213,3 +213,13 @@ def test_samples_older_than_the_window_are_forgotten() -> None:
     for i in range(200):
         c.add(truth.exchange(L0 + i, 0.001, 0, 0.001))
     assert c.sample_count == pytest.approx(WINDOW_S, abs=1)
+
+
+def test_a_spell_without_reference_keeps_the_samples_of_the_same_one() -> None:
+    c, truth = clock(), Truth(3.0, 0)
+    last = feed(c, truth, seconds=10, seed=6)
+    kept = c.sample_count
+    assert c.set_reference(None) is True
+    assert c.reason_at(last) == "no reference: no live node of the group is known"
+    assert c.set_reference("a") is True
+    assert c.sample_count == kept and c.reason_at(last) is None

@@ -180,6 +180,7 @@ class GroupClock:
         self.interval_s = interval_s
         self.max_error_s = max_error_s
         self._reference: str | None = None
+        self._samples_of: str | None = None  # the reference the samples were taken with
         self._samples: deque[Sample] = deque()
         self._fit: Fit | None = None
 
@@ -194,13 +195,17 @@ class GroupClock:
         return self._reference == self.node_id
 
     def set_reference(self, node_id: str | None) -> bool:
-        """Follow the reference ``node_id``; a change forgets every sample. Returns True when
-        it changed (the caller then sends a burst of pings)."""
+        """Follow the reference ``node_id`` (None: none live for now). Samples are forgotten
+        when a different node becomes the reference, kept through a spell without one (a
+        broker restart empties the membership until the retained messages come back).
+        Returns True when the reference changed (the caller then sends a burst of pings)."""
         if node_id == self._reference:
             return False
         self._reference = node_id
-        self._samples.clear()
-        self._fit = None
+        if node_id is not None and node_id != self._samples_of:
+            self._samples_of = node_id
+            self._samples.clear()
+            self._fit = None
         return True
 
     @property
