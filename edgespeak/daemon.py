@@ -39,13 +39,13 @@ from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
-from edgespeak.group.clock import GroupClock, LocalClock
 from edgespeak.group.speaker import GroupSpeaker
 from edgespeak.inlets.hermes.routes import HermesLink
 from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
-from edgespeak.inlets.mqtt.group_plan import GroupRoutes, LiveNodes
+from edgespeak.inlets.mqtt.group import GroupInlet
+from edgespeak.inlets.mqtt.group_plan import GroupRoutes, Roster
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
 from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.providers.client import TtsClient
@@ -83,7 +83,10 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._last_state: bytes | None = None
-        self._group_routes: list[Route] = []
+        # the group's membership and clock (docs/protocols.md §15); its routes, connection
+        # hook and task are wired below where the others are
+        self.group_inlet = GroupInlet(settings, self._post_group, self._send_now)
+        self._group_routes: list[Route] = []  # plans and relay (§16), set by _group
 
     def stop(self) -> None:
         """Ask the daemon to shut down gracefully."""
@@ -167,6 +170,7 @@ class Daemon:
         async with asyncio.TaskGroup() as group:
             scheduler_task = group.create_task(scheduler.run(), name="scheduler")
             workers = [group.create_task(self._report_state(scheduler, cache, tts), name="state")]
+            workers.append(group.create_task(self.group_inlet.run(), name="group-clock"))
             if warmer is not None:
                 workers.append(group.create_task(warmer.run(tts), name="warmer"))
             if self.settings.esphome.enabled:
@@ -195,15 +199,12 @@ class Daemon:
         cache: PhraseCache | None, fallback: Fallback | None,
     ) -> GroupSpeaker:  # fmt: skip
         """Group playback (issue 16): the group speaker the scheduler calls, and its routes."""
-        g = self.settings.group
-        clock = GroupClock(
-            self.settings.node_id, LocalClock(g.test_clock_offset_s, g.test_clock_drift_ppm),
-            interval_s=g.clock_interval_s, max_error_s=g.max_clock_error_ms / 1000,
-        )  # fmt: skip
-        live = LiveNodes(clock)
+        inlet = self.group_inlet
+        roster = Roster(inlet.members)
         group = GroupSpeaker(self.settings, speaker, synth, endpoint, sink, cache, fallback,
-                             self._publish, self._send, clock, live)  # fmt: skip
-        self._group_routes = GroupRoutes(self.settings, group, live).routes()
+                             self._publish, self._send, inlet.clock, roster)  # fmt: skip
+        inlet.on_change = group.members_changed
+        self._group_routes = GroupRoutes(self.settings, group).routes()
         return group
 
     def _send(self, topic: str, payload: bytes, qos: int) -> None:
@@ -213,7 +214,7 @@ class Daemon:
 
     def _routes(self, commands: Commands) -> list[Route]:
         s = self.settings
-        routes = commands.routes(self.topics)
+        routes = commands.routes(self.topics) + self.group_inlet.routes()
         if s.homeassistant.enabled:
             routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
         if s.hermes.enabled:
@@ -248,7 +249,16 @@ class Daemon:
             self._esphome.observe(event)
         self._state_dirty.set()
 
+    def _post_group(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self._link is not None
+        self._link.post(topic, payload, retain=retain)
+
+    def _send_now(self, topic: str, build: Callable[[], bytes]) -> None:
+        assert self._link is not None
+        self._link.send_now(topic, build)
+
     def _on_connected(self) -> None:
+        self.group_inlet.connected()
         if self.settings.homeassistant.enabled:
             self._publish_discovery()
         self._last_state = None  # publish the state again, whatever it was

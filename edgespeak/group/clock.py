@@ -4,21 +4,24 @@ Pure code, no I/O. Every time here is in seconds. A node's **local clock** is
 ``time.monotonic()``, skewed by the test-only ``[group] test_clock_*`` keys
 (:class:`LocalClock`). **Group time** is the local clock of the group's reference node.
 
-:class:`GroupClock` turns ping/pong exchanges with the reference (four timestamps, NTP style:
-docs/protocols.md §15) into ``group = local + offset(local)``, ``offset(t) = a + b·(t - t0)``:
+:class:`GroupClock` turns ping/pong exchanges with the reference (four timestamps, NTP style,
+RFC 5905 §8: docs/protocols.md §15) into ``group = local + offset(local)``, with
+``offset(t) = a + b·(t - t0)``:
 
 - only the samples of the last :data:`WINDOW_S` seconds are kept;
 - of those, the minimum-round-trip filter keeps the sample of smallest delay δ in each
-  :data:`BIN_S`-second slice of the window, and of these the ones whose δ is within
-  :data:`DELAY_SLACK` x δ_min (at least :data:`DELAY_SLACK_MIN_S`) of the smallest: a sample's
-  offset θ is off by at most δ/2 (the unknown split of the round trip), so the quick ones are
-  the trustworthy ones (RFC 5905 §10, Mills' clock filter);
+  :data:`BIN_S`-second slice of the window, and of these the :data:`MIN_KEPT` quickest and any
+  other whose δ is within :data:`DELAY_SLACK` x δ_min (at least :data:`DELAY_SLACK_MIN_S`) of
+  the smallest: a sample's offset θ is off by at most δ/2 (the unknown split of the round
+  trip), so the quick ones are the trustworthy ones (RFC 5905 §10, Mills' clock filter);
 - once the kept samples span at least :data:`FIT_SPAN_S`, ``a`` and ``b`` (the drift) come from
-  least squares over them, else ``a`` is the smallest-δ sample's θ and ``b`` is 0;
+  least squares over them (weighted by 1/δ², the quick ones count most), else ``a`` is the
+  smallest-δ sample's θ and ``b`` is 0;
 - the error bound at local time t is the smallest, over the kept samples j, of
-  ``δ_j/2 + |fit(t_j) - θ_j| + drift_uncertainty x |t - t_j|``, where the drift uncertainty is
-  twice the standard error of ``b`` (plus :data:`DRIFT_FLOOR`) once fitted, and
-  :data:`DRIFT_PRIOR` (what a crystal may be off by) before.
+  ``δ_j/2 + |fit(t_j) - θ_j| + drift_uncertainty x |t - t_j|``, where the drift uncertainty is,
+  once fitted, twice the standard error of ``b`` or the slope error the first and last kept
+  samples allow ((δ_first + δ_last)/2 over their distance), whichever is larger, plus
+  :data:`DRIFT_FLOOR`; before, :data:`DRIFT_PRIOR` (what a crystal may be off by).
 
 Synced when the bound is at most ``max_error_s`` and the newest sample (of any delay: it shows
 that the reference still answers) is at most ``FRESH_INTERVALS x interval_s`` old.
@@ -37,6 +40,7 @@ BIN_S = 2.0  # the filter keeps the quickest sample of each slice this long
 FIT_SPAN_S = 10.0  # kept samples spanning this long: drift by least squares
 DELAY_SLACK = 1.0  # kept: δ ≤ δ_min + max(DELAY_SLACK x δ_min, DELAY_SLACK_MIN_S)
 DELAY_SLACK_MIN_S = 0.0005
+MIN_KEPT = 6  # the quickest this many slices are kept whatever their delay
 DRIFT_PRIOR = 500e-6  # drift assumed possible before it is measured (a poor crystal)
 DRIFT_FLOOR = 1e-6  # added to the measured drift's uncertainty
 FRESH_INTERVALS = 3.0  # the newest sample must be at most this many intervals old
@@ -120,15 +124,17 @@ class Fit:
 
 def keep_quickest(samples: list[Sample]) -> list[Sample]:
     """The minimum-round-trip filter: the smallest-δ sample of each :data:`BIN_S` slice, then
-    of those the ones close to the smallest δ (module docstring), in time order."""
+    of those the :data:`MIN_KEPT` quickest and the ones close to the smallest δ (module
+    docstring), in time order."""
     best: dict[int, Sample] = {}
     for s in samples:
         slot = math.floor(s.at / BIN_S)
         if slot not in best or s.delay < best[slot].delay:
             best[slot] = s
-    quickest = min(s.delay for s in best.values())
-    limit = quickest + max(DELAY_SLACK * quickest, DELAY_SLACK_MIN_S)
-    return sorted((s for s in best.values() if s.delay <= limit), key=lambda s: s.at)
+    by_delay = sorted(best.values(), key=lambda s: s.delay)
+    limit = by_delay[0].delay + max(DELAY_SLACK * by_delay[0].delay, DELAY_SLACK_MIN_S)
+    kept = by_delay[:MIN_KEPT] + [s for s in by_delay[MIN_KEPT:] if s.delay <= limit]
+    return sorted(kept, key=lambda s: s.at)
 
 
 def fit(samples: list[Sample]) -> Fit:
@@ -140,16 +146,21 @@ def fit(samples: list[Sample]) -> Fit:
     if len(kept) < 3 or span < FIT_SPAN_S:
         quickest = min(kept, key=lambda s: s.delay)
         return Fit(quickest.offset, 0.0, quickest.at, DRIFT_PRIOR, tuple(kept))
-    n = len(kept)
+    # weighted least squares, weight 1/δ²: a sample's θ is off by up to δ/2
+    ws = [1.0 / max(s.delay, DELAY_SLACK_MIN_S) ** 2 for s in kept]
     xs = [s.at - t0 for s in kept]
     ys = [s.offset for s in kept]
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    w = sum(ws)
+    mx = sum(wi * x for wi, x in zip(ws, xs, strict=True)) / w
+    my = sum(wi * y for wi, y in zip(ws, ys, strict=True)) / w
+    sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(ws, xs, strict=True))
+    b = sum(wi * (x - mx) * (y - my) for wi, x, y in zip(ws, xs, ys, strict=True)) / sxx
     a = my - b * mx
-    residual = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    b_se = math.sqrt(residual / (n - 2) / sxx)
-    return Fit(a, b, t0, 2.0 * b_se + DRIFT_FLOOR, tuple(kept))
+    residual = sum(wi * (y - a - b * x) ** 2 for wi, x, y in zip(ws, xs, ys, strict=True))
+    b_se = math.sqrt(residual / (len(kept) - 2) / sxx)
+    # the slope two end samples could give, each off by its δ/2: a floor under the statistics
+    ends = (kept[0].delay + kept[-1].delay) / 2.0 / (kept[-1].at - kept[0].at)
+    return Fit(a, b, t0, max(2.0 * b_se, ends) + DRIFT_FLOOR, tuple(kept))
 
 
 class GroupClock:
@@ -169,6 +180,7 @@ class GroupClock:
         self.interval_s = interval_s
         self.max_error_s = max_error_s
         self._reference: str | None = None
+        self._samples_of: str | None = None  # the reference the samples were taken with
         self._samples: deque[Sample] = deque()
         self._fit: Fit | None = None
 
@@ -183,14 +195,23 @@ class GroupClock:
         return self._reference == self.node_id
 
     def set_reference(self, node_id: str | None) -> bool:
-        """Follow the reference ``node_id``; a change forgets every sample. Returns True when
-        it changed (the caller then sends a burst of pings)."""
+        """Follow the reference ``node_id`` (None: none live for now). Samples are forgotten
+        when a different node becomes the reference, kept through a spell without one (a
+        broker restart empties the membership until the retained messages come back).
+        Returns True when the reference changed (the caller then sends a burst of pings)."""
         if node_id == self._reference:
             return False
         self._reference = node_id
-        self._samples.clear()
-        self._fit = None
+        if node_id is not None and node_id != self._samples_of:
+            self._samples_of = node_id
+            self._samples.clear()
+            self._fit = None
         return True
+
+    @property
+    def sample_count(self) -> int:
+        """Samples of the current reference held (the last :data:`WINDOW_S` seconds)."""
+        return len(self._samples)
 
     def add(self, sample: Sample) -> None:
         """Take one exchange with the current reference (times in s, see :class:`Sample`).
