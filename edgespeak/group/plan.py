@@ -51,7 +51,8 @@ class Plan:
 
     ``start``: group-clock seconds at which every node's first frame is heard.
     ``source``: where the leader's audio came from (``cache``: followers with ``cache_key``
-    play from disk; ``stream``: everyone plays the relay). ``rate_hz``: the audio's sample
+    play from disk; ``stream``: everyone plays the relay and caches it; ``fallback``: the
+    offline fallback's audio, relayed, never cached). ``rate_hz``: the audio's sample
     rate, Hz. ``target``: ``all`` or the group's name. ``priority``: the announcement's.
     """
 
