@@ -9,7 +9,7 @@ import re
 import signal
 from pathlib import Path
 
-from tests.conftest import Broker, TtsServer, logged
+from tests.conftest import Broker, PulseAudio, TtsServer, logged
 from tests.group_plan_nodes import group_nodes, sessions, watch_group
 from tests.helpers import espeak_pcm
 
@@ -21,7 +21,7 @@ async def test_a_cached_phrase_plays_from_every_nodes_disk_on_one_plan(
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo"]
-    with group_nodes(ids, broker, tts_server, tmp_path, phrases=(DOOR,)) as nodes:
+    with group_nodes(ids, broker, tts_server.url, tmp_path, phrases=(DOOR,)) as nodes:
         for node in nodes:  # each warms the phrase itself: the same bytes (espeak-ng)
             await logged(node.log, "1 of 1 pinned phrases ready")
         warmed = sessions(tts_server)
@@ -43,7 +43,7 @@ async def test_a_new_phrase_is_synthesised_once_relayed_and_then_cached_everywhe
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo", "charlie"]
-    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+    with group_nodes(ids, broker, tts_server.url, tmp_path) as nodes:
         async with watch_group(broker, ids) as watch:
             await watch.announce_all({"text": WASHER, "id": "washer-1"})
             first = await watch.finals(ids, "washer-1")
@@ -75,7 +75,7 @@ async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_strea
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo", "charlie"]
-    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+    with group_nodes(ids, broker, tts_server.url, tmp_path) as nodes:
         async with watch_group(broker, ids) as watch:
             await watch.announce_all({"text": LONG, "id": "long-1"})
             await watch.until(lambda: len(watch.relayed) >= 20)  # 1.2 s of speech
@@ -94,3 +94,27 @@ async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_strea
     assert seconds == round(len(bravo) / 2 / 22050, 1)
     for node in nodes[1:]:  # a part is never cached
         assert not list(node.cache_dir.glob("*.wav"))
+
+
+async def test_a_group_stop_cuts_every_node_at_the_leaders_instant(
+    broker: Broker, tts_server: TtsServer, pulse: PulseAudio, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo", "charlie"]
+    with group_nodes(ids, broker, tts_server.url, tmp_path, pulse=pulse.server) as nodes:
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": LONG, "id": "long-2"})
+            await watch.until(
+                lambda: all(
+                    any(e["state"] == "playing" for e in watch.events.get(n, [])) for n in ids
+                )
+            )
+            await watch.client.publish("edgespeak/all/stop", b"", qos=1)
+            finals = await watch.finals(ids, "long-2")
+    stops = [p for p in watch.plans if p["key"] == "stop"]
+    assert [(s["leader"], s["target"]) for s in stops] == [("alpha", "all")]
+    for node_id, event in finals.items():
+        assert (event["state"], event["error"]) == ("interrupted", "stopped"), (node_id, event)
+    # Each node cut at the same instant, so each played about as much (coarse: 100 ms).
+    played = [len(node.capture.read()) / 2 / 22050 for node in nodes]
+    assert max(played) - min(played) < 0.1, played
+    assert 0 < min(played) < 10  # cut long before its end (about 48 s)
