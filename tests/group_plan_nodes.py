@@ -94,11 +94,11 @@ class GroupWatch:
 @contextlib.contextmanager
 def group_nodes(
     ids: list[str], broker: Broker, tts_url: str, root: Path, *, pulse: str | None = None,
-    **options: Any,
+    toml: dict[str, str] | None = None, **options: Any,
 ) -> Iterator[list[Node]]:  # fmt: skip
     """Start one daemon per id on the provider at ``tts_url`` (``options`` as for
     :func:`daemon_config`); stop them after. ``pulse``: a PulseAudio server whose null sink
-    paces every node's capture in real time."""
+    paces every node's capture in real time. ``toml``: more config text for some nodes."""
     nodes = []
     with contextlib.ExitStack() as stack:
         for node_id in ids:
@@ -110,7 +110,7 @@ def group_nodes(
                 cache_dir=workdir / "cache", **options,
             )  # fmt: skip
             text = config.read_text().replace('node_id = "testnode"', f'node_id = "{node_id}"')
-            config.write_text(text)
+            config.write_text(text + (toml or {}).get(node_id, ""))
             node = Node(node_id, workdir, capture)
             node.proc = stack.enter_context(daemon_process(config, capture, workdir))
             nodes.append(node)

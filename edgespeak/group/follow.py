@@ -7,9 +7,9 @@ phrase from its own cache or from the relay at the plan's instant (§16.3, §16.
 - Plan ``cache``: the entry ``cache_key`` from disk; without it, a ``want`` to the leader and
   the relay. Plan ``stream``/``fallback``: the relay.
 - The relay is decoded as it comes and played from the plan's start (mapped through the group
-  clock; frames already past are skipped, so a late node joins in step). A complete relay of
-  a ``stream`` plan (END, frame count matching) is written to the cache under ``cache_key``:
-  next time this node plays it from disk.
+  clock; frames already past are skipped, so a late node joins in step). A complete relay
+  (END, frame count matching) of a ``stream`` or ``cache`` plan is written to the cache under
+  ``cache_key``: next time this node plays it from disk.
 - The leader gone (its availability ``offline``, or no relay message for twice ``[group]
   margin_stream_ms`` beyond the audio received and not yet played): what came plays out, in
   step, then ``failed``: "the group's leader <id> went away after <s> s" (seconds of audio
@@ -147,7 +147,7 @@ async def _from_relay(
     if decoder.aborted:
         error = f"the group's leader {plan.leader} ended its relay early"
         return node.failed(ann, error, source, report)
-    if plan.source == "stream":
+    if plan.source != "fallback" and decoder.ended:  # the whole phrase, END count matched
         voice = announcement_request(node.settings, ann).get("reference_id")
         voice = voice if isinstance(voice, str) else None
         await store(node, plan.cache_key, bytes(received), plan.rate_hz, ann.text, voice)
