@@ -241,6 +241,15 @@ class GroupClock:
         f = self._fit  # group = l + a + b(l - t0)  ⇒  l = (group - a + b·t0) / (1 + b)
         return (group - f.a + f.b * f.t0) / (1.0 + f.b)
 
+    def monotonic_at(self, group: float) -> float:
+        """The ``time.monotonic()`` instant (s) at which group time reads ``group`` (s): what
+        an ``Utterance.start_at`` takes."""
+        return self.local.to_monotonic(self.to_local(group))
+
+    def group_at(self, mono: float) -> float:
+        """Group time (s) at the ``time.monotonic()`` instant ``mono`` (s)."""
+        return self.to_group(self.local.from_monotonic(mono))
+
     def now_group(self) -> float:
         """Group time now (s)."""
         return self.to_group(self.local.now())
