@@ -14,6 +14,10 @@ ALSA mixer control; interruption with a fade instead of a click; underruns count
 recovered. Between utterances the device is kept running on silence for ``keep_open_s``, then
 drained; the handle itself stays open. That silence never delays speech: it is taken back when
 the next utterance's first frame is ready, which is heard within a period of it.
+
+An utterance may instead be heard from a given instant (``begin(start_at=...)``, for rooms
+playing in step): the silence before it is counted from the device's delay, or the part of it
+already past is skipped (:mod:`edgespeak.audio.placing`).
 """
 
 from __future__ import annotations
