@@ -53,6 +53,7 @@ class Leading:
 
     offers: dict[str, Offer] = field(default_factory=dict)
     relays: dict[str, asyncio.Task[bytes]] = field(default_factory=dict)
+    wanted: set[asyncio.Task[None]] = field(default_factory=set)  # relays of cached phrases
 
     def offer(self, key: str, offer: Offer, for_s: float) -> None:
         """Offer ``offer`` for the next ``for_s`` seconds."""
@@ -71,9 +72,9 @@ class Leading:
             return
         offer.relayed = True
         log.info("relaying the cached group phrase %s on request", key)
-        encoder = RelayEncoder(offer.rate_hz)
-        for message in [*encoder.feed(offer.pcm), *encoder.finish()]:
-            node.send(node.topics.audio(key), message, 1)
+        task = asyncio.create_task(_relay_cached(node, key, offer), name=f"relay-{key[:8]}")
+        self.wanted.add(task)
+        task.add_done_callback(self.wanted.discard)
 
     def outranked(self, key: str) -> None:
         """A lower leader planned ``key`` too: stop relaying it (§16.3)."""
@@ -143,6 +144,18 @@ async def lead(node: Node, leading: Leading, ann: Announcement) -> Event:
         return node.finished(ann, audio.source, playback, report, reason=audio.reason)
     except EdgespeakError as exc:
         return node.failed(ann, str(exc), None, node.report(key, node.node_id, None, start_at))
+
+
+async def _relay_cached(node: Node, key: str, offer: Offer) -> None:
+    """Relay a cached phrase, encoded a second of audio at a time on a thread (a long phrase
+    would hold the event loop for a while on a Pi), each part published as it is ready."""
+    encoder = RelayEncoder(offer.rate_hz)
+    step = 2 * offer.rate_hz  # bytes of one second
+    for at in range(0, len(offer.pcm), step):
+        for message in await asyncio.to_thread(encoder.feed, offer.pcm[at : at + step]):
+            node.send(node.topics.audio(key), message, 1)
+    for message in encoder.finish():
+        node.send(node.topics.audio(key), message, 1)
 
 
 def _plan(
