@@ -16,11 +16,13 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
+from edgespeak.base.errors import TtsUnavailable
+
 KEEP_S = 60.0
 _SEQ = struct.Struct(">I")
 
 
-class RelayGap(Exception):
+class RelayGap(TtsUnavailable):
     """The relay stopped: no message for the allowed gap, or its sender went away.
     ``waited_s``: seconds since the last message (or since reading began)."""
 
