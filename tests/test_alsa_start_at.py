@@ -68,14 +68,14 @@ async def test_an_instant_past_skips_the_frames_past(tmp_path: Path) -> None:
     async with sink_on(capture(out)) as sink:  # the default 8 ms fade
         before = time.monotonic()
         start_at = before - 0.1
-        playback = await play(sink, speech, 4410, start_at=start_at)
+        playback = await play(sink, speech, 4410, start_at=start_at)  # 100 ms chunks
+        after = time.monotonic()
     got = s16(out.read_bytes())
     kick = playback.lead_in_frames
     skipped = playback.skipped_frames
-    assert playback.first_frame_at is not None
     assert kick == round(RATE * 0.02) // 2 and not np.any(got[:kick])
-    assert round((before - start_at) * RATE) <= skipped
-    assert skipped <= round((playback.first_frame_at - start_at) * RATE)
+    # the first chunk is all past: dropped; then the part of the next past by then
+    assert round((before - start_at) * RATE) <= skipped <= round((after - start_at) * RATE)
     played = got[kick:]
     assert len(played) == playback.frames == RATE - skipped
     want = s16(speech)[skipped:]
@@ -88,15 +88,17 @@ async def test_a_chime_takes_the_instant_and_the_speech_follows_it(tmp_path: Pat
     out = tmp_path / "out.raw"
     chime_pcm, speech = dc(1102, 5000), dc(2205, 12000)
     async with sink_on(capture(out), fade_ms=0) as sink:
-        start_at = time.monotonic() + 0.2
+        before = time.monotonic()
+        start_at = before + 0.2
         chime = await sink.begin(RATE, lead_in_ms=30, start_at=start_at)
         await sink.write(chime, chime_pcm)
         sink.end_nowait(chime)
         playback = await play(sink, speech)
+        after = time.monotonic()
     got = s16(out.read_bytes())
     silence = leading_zeros(got)
     assert silence == chime.playback.lead_in_frames
-    assert RATE * 0.15 < silence <= RATE * 0.2
+    assert round((start_at - after) * RATE) <= silence <= round((start_at - before) * RATE)
     assert got[silence:].tobytes() == chime_pcm + speech
     assert playback.lead_in_frames == 0 and playback.start_offset_s is None
 
@@ -136,8 +138,10 @@ async def test_a_first_chunk_shorter_than_the_fade_waits_for_more(tmp_path: Path
         start_at = time.monotonic() + 0.2
         long = await play(sink, speech, 100, start_at=start_at)
         await sink.wait_idle()
-        start_at = time.monotonic() + 0.1
+        before = time.monotonic()
+        start_at = before + 0.1
         tiny = await play(sink, short, 100, start_at=start_at)
+        after = time.monotonic()
     got = s16(out.read_bytes())
     first = leading_zeros(got)
     assert first == long.lead_in_frames + 1  # the fade-in's first sample is 0
@@ -145,7 +149,8 @@ async def test_a_first_chunk_shorter_than_the_fade_waits_for_more(tmp_path: Path
     assert np.all(heard[FADE:-FADE] == 12000) and long.frames == 2205
     rest = got[first - 1 + 2205 :]
     assert leading_zeros(rest) == tiny.lead_in_frames + 1 and tiny.frames == 100
-    assert RATE * 0.05 < tiny.lead_in_frames <= RATE * 0.1
+    silence = tiny.lead_in_frames
+    assert round((start_at - after) * RATE) <= silence <= round((start_at - before) * RATE)
 
 
 async def test_an_utterance_aborted_before_its_instant_is_never_heard(
@@ -159,8 +164,8 @@ async def test_an_utterance_aborted_before_its_instant_is_never_heard(
         await asyncio.sleep(0.2)  # the stimulus: aborted while its silence plays
         cut = await sink.abort(utt)
     got = s16(out.read_bytes())
-    assert cut.interrupted and cut.frames == 0 and len(got) == cut.lead_in_frames
-    assert not np.any(got)
+    assert cut.interrupted and cut.frames == 0 and cut.lead_in_frames > 0
+    assert len(got) >= cut.lead_in_frames and not np.any(got)  # (an underrun's pre-roll too)
 
 
 async def test_a_start_instant_must_be_a_number(tmp_path: Path) -> None:
