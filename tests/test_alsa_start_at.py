@@ -111,10 +111,10 @@ async def test_keep_open_silence_queued_is_counted_not_added(
     (all of it played, none taken back) and its own silence, nothing else."""
     out = tmp_path / "out.raw"
     first, speech = dc(2205, 3000), dc(2205, 12000)
-    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=2) as sink:
+    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=2, buffer_ms=200) as sink:
         await play(sink, first, 8820)
         await asyncio.sleep(0.1)  # the stimulus: the device idles on silence a while
-        start_at = time.monotonic() + 0.3
+        start_at = time.monotonic() + 0.6  # more than the two buffers the plugin queues
         playback = await play(sink, speech, 8820, start_at=start_at)
         underruns = sink.underruns
     got = s16(out.read_bytes())
@@ -124,8 +124,8 @@ async def test_keep_open_silence_queued_is_counted_not_added(
     assert playback.gap_frames is not None and playback.gap_frames > 0
     assert between == playback.gap_frames + playback.lead_in_frames
     assert got[2205 + between : 2205 + between + 2205].tobytes() == speech
-    # the time left less what was queued: less than the whole 300 ms
-    assert 0 < playback.lead_in_frames < RATE * 0.3
+    # the time left less what was queued: less than the whole 600 ms
+    assert 0 < playback.lead_in_frames < RATE * 0.6
 
 
 async def test_a_first_chunk_shorter_than_the_fade_waits_for_more(tmp_path: Path) -> None:
