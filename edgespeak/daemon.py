@@ -42,15 +42,18 @@ from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
+from edgespeak.group.speaker import GroupSpeaker
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
+from edgespeak.inlets.mqtt.group import GroupInlet
+from edgespeak.inlets.mqtt.group_plan import GroupRoutes, Roster
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
 from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.providers.client import TtsClient
 from edgespeak.providers.factory import make_client
 from edgespeak.scheduling.scheduler import Scheduler
 from edgespeak.sources.cache import PhraseCache
-from edgespeak.sources.fallback import fallback_engine
+from edgespeak.sources.fallback import Fallback, fallback_engine
 from edgespeak.sources.synthesis import Synthesizer
 from edgespeak.sources.warmer import PhraseWarmer
 from edgespeak.speaking.chimes import Chimes
@@ -82,6 +85,9 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._last_state: bytes | None = None
+        # the group's membership and clock (docs/protocols.md §15); its routes, connection
+        # hook and task are wired below where the others are
+        self.group_inlet = GroupInlet(settings, self._post_group, self._send_now)
 
     def stop(self) -> None:
         """Ask the daemon to shut down gracefully."""
@@ -109,8 +115,10 @@ class Daemon:
                 if fallback is not None:  # a Piper worker loads its voice meanwhile
                     fallback_started = asyncio.create_task(fallback.start(), name="fallback")
                 speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self._publish, chimes)
+                group_synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, None)
+                grouped = self._group(speaker, group_synth, tts.url, sink, cache, fallback)
                 scheduler = Scheduler(
-                    speaker.speak, self._publish, queue_max=s.daemon.queue_max,
+                    grouped.speak, self._publish, queue_max=s.daemon.queue_max,
                     ttl_s=s.daemon.ttl_s, dedup_window_s=s.daemon.dedup_window_s,
                     on_internal_error=self._internal_error(speaker),
                 )  # fmt: skip
@@ -118,7 +126,9 @@ class Daemon:
                     s, scheduler, chimes, sink, self.volumes, self.state, self._publish,
                     self._state_dirty.set,
                 )  # fmt: skip
-                self._link = link = MqttLink(s, self._routes(commands), self._on_connected)
+                group_routes = GroupRoutes(s, grouped, commands.stop).routes()
+                routes = group_routes + self._routes(commands)  # group stop before the node's
+                self._link = link = MqttLink(s, routes, self._on_connected)
                 warmer = None
                 if cache is not None and s.cache.phrases:
                     warmer = PhraseWarmer(s, synth, tts.url, cache, fallback=fallback)
@@ -132,6 +142,7 @@ class Daemon:
                             link_task.cancel()
                 finally:
                     await synth.close()
+                    await group_synth.close()
                     if fallback is not None:  # the Piper worker, if any, stops with the daemon
                         fallback_started.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -162,6 +173,7 @@ class Daemon:
         async with asyncio.TaskGroup() as group:
             scheduler_task = group.create_task(scheduler.run(), name="scheduler")
             workers = [group.create_task(self._report_state(scheduler, cache, tts), name="state")]
+            workers.append(group.create_task(self.group_inlet.run(), name="group-clock"))
             if warmer is not None:
                 workers.append(group.create_task(warmer.run(tts), name="warmer"))
             if self.settings.esphome.enabled:
@@ -185,9 +197,26 @@ class Daemon:
             for task in [scheduler_task, *workers, *helpers]:
                 task.cancel()
 
+    def _group(
+        self, speaker: Speaker, synth: Synthesizer, endpoint: str, sink: AlsaSink,
+        cache: PhraseCache | None, fallback: Fallback | None,
+    ) -> GroupSpeaker:  # fmt: skip
+        """Group playback (issue 16): the group speaker the scheduler calls."""
+        inlet = self.group_inlet
+        roster = Roster(inlet.members)
+        group = GroupSpeaker(self.settings, speaker, synth, endpoint, sink, cache, fallback,
+                             self._publish, self._send, inlet.clock, roster)  # fmt: skip
+        inlet.on_change = group.members_changed
+        return group
+
+    def _send(self, topic: str, payload: bytes, qos: int) -> None:
+        """Publish for the group: plans and relay, past the outbox."""
+        assert self._link is not None
+        self._link.send(topic, payload, qos)
+
     def _routes(self, commands: Commands) -> list[Route]:
         s = self.settings
-        routes = commands.routes(self.topics)
+        routes = commands.routes(self.topics) + self.group_inlet.routes()
         if s.homeassistant.enabled:
             routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
         if s.hermes.enabled:
@@ -224,7 +253,16 @@ class Daemon:
             self._esphome.observe(event)
         self._state_dirty.set()
 
+    def _post_group(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self._link is not None
+        self._link.post(topic, payload, retain=retain)
+
+    def _send_now(self, topic: str, build: Callable[[], bytes]) -> None:
+        assert self._link is not None
+        self._link.send_now(topic, build)
+
     def _on_connected(self) -> None:
+        self.group_inlet.connected()
         if self.settings.homeassistant.enabled:
             self._publish_discovery()
         self._last_state = None  # publish the state again, whatever it was

@@ -27,6 +27,7 @@ NOT_LOADED = (
     "edgespeak.inlets.esphome", "aioesphomeapi", "zeroconf", "noise", "miniaudio",  # [esphome]
     "edgespeak.audio.media", "edgespeak.audio.resample",  # no media URL
     "edgespeak.sources.piper", "piper", "onnxruntime",  # no Piper [fallback] voice
+    "edgespeak.group.lead", "edgespeak.group.follow", "edgespeak.group.relay",  # no other room
 )  # fmt: skip
 FILES = importlib.metadata.Distribution.files.fget
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$", re.MULTILINE)
