@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.monitor import MonitorRecorder, Recording
+from harness.paced_link import PacedLink
 from harness.stack import (
     LocalServer,
     Mosquitto,
@@ -106,7 +107,10 @@ class Rooms:
     ``[group] sync`` of every node (None: not written, the build's default; False on an
     edgespeak without ``[group]`` writes nothing, which is today's behaviour); ``group``: node
     id → extra ``[group]`` keys. ``late``: nodes whose daemon :meth:`start` leaves stopped
-    (:meth:`start_node` starts it; their sink is recorded from the beginning). Use as a
+    (:meth:`start_node` starts it; their sink is recorded from the beginning).
+    ``tts_bytes_per_s``: the daemons reach the server through a :class:`PacedLink` at that
+    rate (a provider streaming about as fast as speech: 44100 bytes/s is real time for the
+    22050 Hz PCM asked for). Use as a
     context manager or call :meth:`start` / :meth:`stop`. Raises StackError."""
 
     def __init__(
@@ -118,6 +122,7 @@ class Rooms:
         group: Mapping[str, Mapping[str, Any]] | None = None,
         late: Sequence[str] = (),
         audio: Mapping[str, Any] | None = None,
+        tts_bytes_per_s: int | None = None,
         log_level: str = "INFO",
     ) -> None:
         self.work = work
@@ -133,6 +138,9 @@ class Rooms:
         self.broker = Mosquitto(free_port(), work, options=(f"sys_interval {SYS_INTERVAL_S}",))
         self.server_port = free_port()
         self.server = LocalServer(work / "server.toml", work / "server.log", clean_env())
+        self.link = (
+            None if tts_bytes_per_s is None else PacedLink(self.server_port, tts_bytes_per_s)
+        )
         self._short: list[Path] = []  # PulseAudio dirs (unix socket paths must stay short)
 
     # ---- configs ---------------------------------------------------------------------------
@@ -163,6 +171,8 @@ class Rooms:
             node.work.mkdir(parents=True, exist_ok=True)
             sections = self._common()
             sections["mqtt"]["groups"] = list(node.groups)
+            if self.link is not None:  # the daemons reach the server through the paced link
+                sections["server"]["port"] = self.link.port
             sections["cache"] = {"dir": str(node.cache)}
             sections["daemon"] = {"state_dir": str(node.work / "state")}
             if self.audio:
@@ -178,6 +188,8 @@ class Rooms:
         self._write_configs()
         self.broker.start()
         self.server.start()
+        if self.link is not None:
+            self.link.start()
         for node in self.nodes.values():
             short = Path(tempfile.mkdtemp(prefix="rooms-"))
             self._short.append(short)
@@ -240,6 +252,8 @@ class Rooms:
                 node.recorder.close()
         for name in self.nodes:
             self.stop_node(name)
+        if self.link is not None:
+            self.link.stop()
         self.server.stop()
         self.broker.stop()
         for node in self.nodes.values():

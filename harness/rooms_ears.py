@@ -11,7 +11,8 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,13 +41,15 @@ class Ears:
     """See the module docstring. ``seen``: every node message in arrival order; ``online``:
     node → its last availability was ``online`` (reset when the connection is lost, so waiting
     for it after a broker restart waits for the fresh one); ``bytes``: topic + payload bytes of
-    every message under the prefix received; ``sys``: the latest $SYS counter values."""
+    every message under the prefix received; ``topics``: messages received per topic; ``sys``:
+    the latest $SYS counter values."""
 
     port: int
     seen: list[Seen] = field(default_factory=list)
     online: dict[str, bool] = field(default_factory=dict)
     bytes: int = 0
     sys: dict[str, int] = field(default_factory=dict)
+    topics: Counter[str] = field(default_factory=Counter)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -82,6 +85,7 @@ class Ears:
                 self._changed.notify_all()
                 return
             self.bytes += len(topic) + len(data)
+            self.topics[topic] += 1
             parts = topic.split("/")
             if len(parts) == 3 and parts[2] == "availability":
                 self.online[parts[1]] = data == b"online"
@@ -104,6 +108,28 @@ class Ears:
             lambda: self.connected.is_set() and all(self.online.get(n) for n in nodes),
             timeout_s,
         )
+
+    def pongs(self, nodes: Sequence[str]) -> dict[str, int]:
+        """Node → the group-clock answers (``<prefix>/<node>/clock/pong``) it got so far."""
+        return {n: self.topics[f"{PREFIX}/{n}/clock/pong"] for n in nodes}
+
+    async def wait_clock(
+        self, nodes: Sequence[str], since: Mapping[str, int] | None = None, burst: int = 8,
+        timeout_s: float = 20.0,
+    ) -> None:  # fmt: skip
+        """Return once every node in ``nodes`` got ``burst`` clock answers more than ``since``
+        (a :meth:`pongs` reading; default none): the burst a node sends on (re)connect is
+        answered, its clock estimated. Raises TimeoutError naming those still short."""
+        since = since or {}
+        try:
+            await self.until(
+                lambda: all(c >= since.get(n, 0) + burst for n, c in self.pongs(nodes).items()),
+                timeout_s,
+            )
+        except TimeoutError:
+            raise TimeoutError(
+                f"clock answers after {timeout_s:g} s: {self.pongs(nodes)}"
+            ) from None
 
     async def wait_sys(self, timeout_s: float = 10.0) -> dict[str, int]:
         """The next fresh $SYS byte counters (both), as Mosquitto publishes them."""
