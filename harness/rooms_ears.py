@@ -50,6 +50,7 @@ class Ears:
     bytes: int = 0
     sys: dict[str, int] = field(default_factory=dict)
     topics: Counter[str] = field(default_factory=Counter)
+    connections: int = 0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -64,7 +65,10 @@ class Ears:
                     for topic in SYS_TOPICS:
                         await client.subscribe(topic, qos=0)
                     self.client = client
-                    self.connected.set()
+                    async with self._changed:
+                        self.connections += 1
+                        self.connected.set()
+                        self._changed.notify_all()
                     async for message in client.messages:
                         await self._take(str(message.topic), message.payload)
             except aiomqtt.MqttError:
@@ -108,6 +112,14 @@ class Ears:
             lambda: self.connected.is_set() and all(self.online.get(n) for n in nodes),
             timeout_s,
         )
+
+    async def restart_broker(self, rooms: Rooms, timeout_s: float = 30.0) -> None:
+        """Restart ``rooms``' broker (same port, nothing retained kept) and return once this
+        client is connected again; the nodes' availability is then the fresh one (wait with
+        :meth:`wait_online`). Raises TimeoutError."""
+        before = self.connections
+        await asyncio.to_thread(rooms.broker.restart)
+        await self.until(lambda: self.connections > before, timeout_s)
 
     def pongs(self, nodes: Sequence[str]) -> dict[str, int]:
         """Node → the group-clock answers (``<prefix>/<node>/clock/pong``) it got so far."""

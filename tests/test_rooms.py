@@ -184,7 +184,7 @@ async def test_broker_restart_between_announcements_keeps_one_leader_and_the_ste
         await ready(ears, nodes)
         sents = [await ears.say(rooms, PHRASES[0][1], "house")]
         since = ears.pongs(nodes)
-        rooms.broker.restart()
+        await ears.restart_broker(rooms)
         await ready(ears, nodes, since)
         sents.append(await ears.say(rooms, PHRASES[1][1], "all"))  # new: one session only
         sents.append(await ears.say(rooms, PHRASES[0][1], "house"))  # cached everywhere
