@@ -43,6 +43,7 @@ from edgespeak.inlets.hermes.routes import HermesLink
 from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
+from edgespeak.inlets.mqtt.group import GroupInlet
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
 from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.providers.client import TtsClient
@@ -80,6 +81,9 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._state_dirty = asyncio.Event()
         self._last_state: bytes | None = None
+        # the group's membership and clock (docs/protocols.md §15); its routes, connection
+        # hook and task are wired below where the others are
+        self.group_inlet = GroupInlet(settings, self._post_group, self._send_now)
 
     def stop(self) -> None:
         """Ask the daemon to shut down gracefully."""
@@ -159,6 +163,7 @@ class Daemon:
         async with asyncio.TaskGroup() as group:
             scheduler_task = group.create_task(scheduler.run(), name="scheduler")
             workers = [group.create_task(self._report_state(scheduler, cache, tts), name="state")]
+            workers.append(group.create_task(self.group_inlet.run(), name="group-clock"))
             if warmer is not None:
                 workers.append(group.create_task(warmer.run(tts), name="warmer"))
             if self.settings.esphome.enabled:
@@ -184,7 +189,7 @@ class Daemon:
 
     def _routes(self, commands: Commands) -> list[Route]:
         s = self.settings
-        routes = commands.routes(self.topics)
+        routes = commands.routes(self.topics) + self.group_inlet.routes()
         if s.homeassistant.enabled:
             routes.append(Route(s.homeassistant.status_topic, self._on_ha_status, retained=True))
         if s.hermes.enabled:
@@ -219,7 +224,16 @@ class Daemon:
             self._esphome.observe(event)
         self._state_dirty.set()
 
+    def _post_group(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert self._link is not None
+        self._link.post(topic, payload, retain=retain)
+
+    def _send_now(self, topic: str, build: Callable[[], bytes]) -> None:
+        assert self._link is not None
+        self._link.send_now(topic, build)
+
     def _on_connected(self) -> None:
+        self.group_inlet.connected()
         if self.settings.homeassistant.enabled:
             self._publish_discovery()
         self._last_state = None  # publish the state again, whatever it was

@@ -2,7 +2,8 @@
 
 Checks, in order: the config (and its secrets can be read), the ALSA output (opened with the
 daemon's settings, 100 ms of silence played through the daemon's own writer), the broker
-(connect with the daemon's settings and subscribe to the announce topics), the TTS provider
+(connect with the daemon's settings and subscribe to the announce topics), with ``[group]
+sync`` the running daemon's group clock (:mod:`edgespeak.cli.doctor_clock`), the TTS provider
 (handshake and a one-word synthesis, decoded), the local engines (espeak-ng and Piper: their
 voices and real-time factor measured here, :mod:`edgespeak.cli.doctor_engines`), the offline
 fallback they make, and the phrase cache (directory writable, entries and size). Exit code 0
@@ -25,6 +26,7 @@ from edgespeak.audio.alsa import AlsaSink
 from edgespeak.audio.formats import make_decoder
 from edgespeak.base.errors import AudioDeviceError, EdgespeakError, TtsError, TtsRejected
 from edgespeak.cli.cache import size
+from edgespeak.cli.doctor_clock import check_clock
 from edgespeak.cli.doctor_engines import check_engines, fallback_row
 from edgespeak.cli.doctor_rows import Check
 from edgespeak.config import Settings, load_config
@@ -63,6 +65,8 @@ async def run_checks(config_path: Path | None) -> list[Check]:
     steps: list[Callable[[Settings], Awaitable[Check]]] = [check_audio, check_broker, check_tts]
     for step in steps:
         checks.append(await step(settings))
+        if checks[-1].part == "broker" and checks[-1].result == "ok" and settings.group.sync:
+            checks.append(await check_clock(settings))  # the running daemon's group clock
     engines, measured = await check_engines(settings)  # espeak-ng, Piper: voices and RTF
     checks += [*engines, fallback_row(settings, measured), await check_cache(settings)]
     return checks

@@ -8,6 +8,7 @@ and bad values raise :class:`~edgespeak.base.errors.ConfigError` naming the key.
 
 from edgespeak.config.common import AudioFormat, Latency, Section, sanitise_node_id
 from edgespeak.config.esphome import EsphomeConfig
+from edgespeak.config.group import GroupConfig
 from edgespeak.config.mqtt import MqttConfig
 from edgespeak.config.secrets import CREDSTORE, credential, read_secret
 from edgespeak.config.sections import (
@@ -37,6 +38,7 @@ __all__ = [
     "DaemonConfig",
     "EsphomeConfig",
     "FallbackConfig",
+    "GroupConfig",
     "HermesConfig",
     "HomeAssistantConfig",
     "Latency",

@@ -28,6 +28,7 @@ from pydantic_settings import (
 from edgespeak.base.errors import ConfigError
 from edgespeak.config.common import sanitise_node_id
 from edgespeak.config.esphome import EsphomeConfig
+from edgespeak.config.group import GroupConfig
 from edgespeak.config.mqtt import MqttConfig
 from edgespeak.config.sections import (
     AudioConfig,
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     homeassistant: HomeAssistantConfig = HomeAssistantConfig()
     hermes: HermesConfig = HermesConfig()
     esphome: EsphomeConfig = EsphomeConfig()
+    group: GroupConfig = GroupConfig()
 
     @field_validator("node_id")
     @classmethod

@@ -102,6 +102,7 @@ class MqttLink:
         self.protocol = ProtocolChoice(settings)
         self.up = asyncio.Event()  # set while connected and subscribed
         self._last_problem: str | None = None
+        self._sending: set[asyncio.Task[None]] = set()  # send_now's publications under way
 
     @property
     def _where(self) -> str:
@@ -124,6 +125,25 @@ class MqttLink:
         if retain:
             self._retained[topic] = payload
         self._outbox.put_nowait(Outgoing(topic, payload, retain))
+
+    def send_now(self, topic: str, build: Callable[[], bytes]) -> None:
+        """Publish at QoS 0, not retained, past the outbox, for a payload that carries the
+        time it is sent: ``build()`` makes it at the moment it is handed to the MQTT client
+        (which writes it to the socket at the event loop's next turn). Dropped while
+        disconnected, as QoS 0 allows."""
+        client = self._client
+        if client is None:
+            return
+        task = asyncio.create_task(self._send_now(client, topic, build), name="send-now")
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    async def _send_now(client: aiomqtt.Client, topic: str, build: Callable[[], bytes]) -> None:
+        try:
+            await client.publish(topic, build(), qos=0)  # build() runs just before the hand-over
+        except aiomqtt.MqttError as exc:
+            log.debug("could not publish on %s: %s", topic, exc)
 
     def _newest(self, out: Outgoing) -> Outgoing:
         """``out`` just taken from the outbox; a retained one with its topic's newest payload."""
