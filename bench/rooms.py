@@ -57,6 +57,8 @@ async def announce_all(rooms: Rooms, count: int, gap_s: float) -> tuple[list[Sen
     nodes = list(rooms.nodes)
     async with listening(rooms.broker.port) as ears:
         await ears.wait_online(nodes)
+        if rooms.sync:  # every node but the reference (the lowest id) has its clock estimated
+            await ears.wait_clock(sorted(nodes)[1:])
         await ears.say(rooms, "Ready.", GROUP, timeout_s=TIMEOUT_S)  # warm up (not measured)
         before = await ears.wait_sys()
         sents: list[Sent] = []
@@ -88,6 +90,18 @@ def run_mode(args: argparse.Namespace, sync: bool) -> tuple[list[Heard], dict[st
     return heard, sys_bytes
 
 
+def offsets(heard: list[Heard]) -> list[float]:
+    """Every node's own ``group.start_offset_ms`` (heard start - planned start, from its ALSA
+    delay) in the events of ``heard``: empty when sync is off."""
+    found = []
+    for h in heard:
+        for event in h.sent.events.values():
+            group = event.get("group")
+            if isinstance(group, dict) and isinstance(group.get("start_offset_ms"), int | float):
+                found.append(float(group["start_offset_ms"]))
+    return found
+
+
 def summarise(heard: list[Heard], sys_bytes: dict[str, int]) -> dict[str, Any]:
     """Spread and latency per kind, sessions, bytes per second of speech."""
     out: dict[str, Any] = {}
@@ -97,6 +111,7 @@ def summarise(heard: list[Heard], sys_bytes: dict[str, int]) -> dict[str, Any]:
             "spread_ms": spread_summary([h.spread_ms or 0.0 for h in these]),
             "heard_ms": spread_summary([v for h in these for v in h.latency_ms.values()]),
             "sessions": [h.sent.sessions for h in these],
+            "start_offset_ms": rounded(offsets(these), 2),
             "spread_samples": rounded([h.spread_ms or 0.0 for h in these], 2),
         }
     speech_s = sum(h.sent.speech_s for h in heard)
