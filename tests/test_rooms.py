@@ -7,7 +7,7 @@ a late joiner and a group preemption.
 
 Node ``n1`` is the group's clock reference and the leader (the lowest node id among the live
 members). Before measuring, each test waits until the other nodes' clock bursts (8 pings on
-connect, docs: the lead's design "Clocks") have been answered, watched on the broker.
+connect, docs/protocols.md §15) have been answered, watched on the broker.
 """
 
 from __future__ import annotations
