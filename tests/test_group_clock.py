@@ -208,8 +208,30 @@ def test_to_local_inverts_to_group() -> None:
         assert c.to_local(c.to_group(local)) == pytest.approx(local, abs=1e-9)
 
 
+def test_monotonic_instants_convert_both_ways() -> None:
+    skew = LocalClock(3.7, 400)
+    c = GroupClock("b", skew, interval_s=2.0, max_error_s=0.002)
+    c.set_reference("a")
+    for t1 in schedule(L0, 20):  # the reference's clock is the monotonic one itself
+        mono = skew.to_monotonic(t1)
+        c.add(Sample(t1, mono + 0.0005, mono + 0.0006, skew.from_monotonic(mono + 0.0011)))
+    mono = skew.to_monotonic(L0 + 21)
+    assert c.group_at(mono) == pytest.approx(mono, abs=1e-6)
+    assert c.monotonic_at(c.group_at(mono)) == pytest.approx(mono, abs=1e-9)
+
+
 def test_samples_older_than_the_window_are_forgotten() -> None:
     c, truth = clock(interval_s=1.0), Truth(0, 0)
     for i in range(200):
         c.add(truth.exchange(L0 + i, 0.001, 0, 0.001))
     assert c.sample_count == pytest.approx(WINDOW_S, abs=1)
+
+
+def test_a_spell_without_reference_keeps_the_samples_of_the_same_one() -> None:
+    c, truth = clock(), Truth(3.0, 0)
+    last = feed(c, truth, seconds=10, seed=6)
+    kept = c.sample_count
+    assert c.set_reference(None) is True
+    assert c.reason_at(last) == "no reference: no live node of the group is known"
+    assert c.set_reference("a") is True
+    assert c.sample_count == kept and c.reason_at(last) is None

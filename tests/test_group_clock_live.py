@@ -14,6 +14,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,20 @@ async def doctor_row(node: Node, broker: Mosquitto, tmp_path: Path) -> str:
 
 def log_of(node: Node, tmp_path: Path) -> Path:
     return tmp_path / node.node_id / "daemon.log"
+
+
+async def logged_again(path: Path, needle: str, timeout_s: float = 30) -> None:
+    """Return once the log at ``path`` holds ``needle`` twice."""
+
+    def poll() -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.read_text(errors="replace").count(needle) >= 2:
+                return True
+            time.sleep(0.02)  # polls the real condition, bounded by the deadline
+        return False
+
+    assert await asyncio.to_thread(poll), f"{needle!r} not twice in {path}"
 
 
 class Asker:
@@ -244,6 +259,26 @@ async def test_a_reference_that_stops_answering_unsyncs_the_others_until_it_is_b
             status = await asker.status(B)
             async with asyncio.timeout(20):
                 while not status["synced"]:
+                    await asyncio.sleep(0.5)  # the pace of asking; the condition is checked
+                    status = await asker.status(B)
+            assert_on_group_time(status, B, A)
+
+
+async def test_after_a_broker_restart_the_nodes_find_each_other_and_resync(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The broker keeps nothing (no persistence): the retained availability and info come
+    back only as the daemons reconnect and publish them again."""
+    with running(A, broker, tmp_path), running(B, broker, tmp_path):
+        log = log_of(B, tmp_path)
+        await logged(log, "group clock synced to node-a")
+        broker.restart()
+        await logged(log, "lost the broker")
+        await logged_again(log, "connected to broker")  # subscribed again: clock/get is heard
+        async with asking(broker) as asker:
+            status = await asker.status(B)
+            async with asyncio.timeout(30):
+                while not (status["synced"] and status["live"] == ["node-a", "node-b"]):
                     await asyncio.sleep(0.5)  # the pace of asking; the condition is checked
                     status = await asker.status(B)
             assert_on_group_time(status, B, A)

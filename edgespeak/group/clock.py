@@ -180,6 +180,7 @@ class GroupClock:
         self.interval_s = interval_s
         self.max_error_s = max_error_s
         self._reference: str | None = None
+        self._samples_of: str | None = None  # the reference the samples were taken with
         self._samples: deque[Sample] = deque()
         self._fit: Fit | None = None
 
@@ -194,13 +195,17 @@ class GroupClock:
         return self._reference == self.node_id
 
     def set_reference(self, node_id: str | None) -> bool:
-        """Follow the reference ``node_id``; a change forgets every sample. Returns True when
-        it changed (the caller then sends a burst of pings)."""
+        """Follow the reference ``node_id`` (None: none live for now). Samples are forgotten
+        when a different node becomes the reference, kept through a spell without one (a
+        broker restart empties the membership until the retained messages come back).
+        Returns True when the reference changed (the caller then sends a burst of pings)."""
         if node_id == self._reference:
             return False
         self._reference = node_id
-        self._samples.clear()
-        self._fit = None
+        if node_id is not None and node_id != self._samples_of:
+            self._samples_of = node_id
+            self._samples.clear()
+            self._fit = None
         return True
 
     @property
@@ -235,6 +240,15 @@ class GroupClock:
             return group
         f = self._fit  # group = l + a + b(l - t0)  ⇒  l = (group - a + b·t0) / (1 + b)
         return (group - f.a + f.b * f.t0) / (1.0 + f.b)
+
+    def monotonic_at(self, group: float) -> float:
+        """The ``time.monotonic()`` instant (s) at which group time reads ``group`` (s): what
+        an ``Utterance.start_at`` takes."""
+        return self.local.to_monotonic(self.to_local(group))
+
+    def group_at(self, mono: float) -> float:
+        """Group time (s) at the ``time.monotonic()`` instant ``mono`` (s)."""
+        return self.to_group(self.local.from_monotonic(mono))
 
     def now_group(self) -> float:
         """Group time now (s)."""

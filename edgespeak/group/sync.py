@@ -171,6 +171,8 @@ class ClockSync:
             else:
                 self.ping()
             self.report()
+            if self._burst:  # asked for during this one: at once
+                continue
             self._wake.clear()
             try:
                 async with asyncio.timeout(self.clock.interval_s):
@@ -194,7 +196,7 @@ class ClockSync:
             "reference": clock.reference,
             "synced": clock.reason_at(local) is None,
             "reason": clock.reason_at(local),
-            "error_ms": None if math.isinf(error) else round(error * 1e3, 4),
+            "error_ms": None if math.isinf(error) else math.ceil(error * 1e7) / 1e4,  # rounded up
             "offset_s": clock.offset_at(local),
             "drift_ppm": round(clock.drift_ppm(), 3),
             "samples": clock.sample_count,
