@@ -39,18 +39,20 @@ from edgespeak.base.announcement import Announcement
 from edgespeak.base.events import Event
 from edgespeak.base.systemd import Notifier, watchdog_loop
 from edgespeak.config import Settings
+from edgespeak.group.speaker import GroupSpeaker
 from edgespeak.inlets.hermes.routes import HermesLink
 from edgespeak.inlets.homeassistant.discovery import discovery_messages, is_birth
 from edgespeak.inlets.homeassistant.state import NodeState
 from edgespeak.inlets.mqtt.commands import Commands
 from edgespeak.inlets.mqtt.group import GroupInlet
+from edgespeak.inlets.mqtt.group_plan import GroupRoutes, Roster
 from edgespeak.inlets.mqtt.link import Incoming, MqttLink, Route
 from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.providers.client import TtsClient
 from edgespeak.providers.factory import make_client
 from edgespeak.scheduling.scheduler import Scheduler
 from edgespeak.sources.cache import PhraseCache
-from edgespeak.sources.fallback import fallback_engine
+from edgespeak.sources.fallback import Fallback, fallback_engine
 from edgespeak.sources.synthesis import Synthesizer
 from edgespeak.sources.warmer import PhraseWarmer
 from edgespeak.speaking.chimes import Chimes
@@ -84,6 +86,7 @@ class Daemon:
         # the group's membership and clock (docs/protocols.md §15); its routes, connection
         # hook and task are wired below where the others are
         self.group_inlet = GroupInlet(settings, self._post_group, self._send_now)
+        self._group_routes: list[Route] = []  # plans and relay (§16), set by _group
 
     def stop(self) -> None:
         """Ask the daemon to shut down gracefully."""
@@ -111,8 +114,10 @@ class Daemon:
                 if fallback is not None:  # a Piper worker loads its voice meanwhile
                     fallback_started = asyncio.create_task(fallback.start(), name="fallback")
                 speaker = Speaker(s, synth, tts.url, sink, cache, fallback, self._publish, chimes)
+                group_synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, None)
+                grouped = self._group(speaker, group_synth, tts.url, sink, cache, fallback)
                 scheduler = Scheduler(
-                    speaker.speak, self._publish, queue_max=s.daemon.queue_max,
+                    grouped.speak, self._publish, queue_max=s.daemon.queue_max,
                     ttl_s=s.daemon.ttl_s, dedup_window_s=s.daemon.dedup_window_s,
                     on_internal_error=self._internal_error(speaker),
                 )  # fmt: skip
@@ -120,7 +125,8 @@ class Daemon:
                     s, scheduler, chimes, sink, self.volumes, self.state, self._publish,
                     self._state_dirty.set,
                 )  # fmt: skip
-                self._link = link = MqttLink(s, self._routes(commands), self._on_connected)
+                routes = self._routes(commands) + self._group_routes
+                self._link = link = MqttLink(s, routes, self._on_connected)
                 warmer = None
                 if cache is not None and s.cache.phrases:
                     warmer = PhraseWarmer(s, synth, tts.url, cache, fallback=fallback)
@@ -134,6 +140,7 @@ class Daemon:
                             link_task.cancel()
                 finally:
                     await synth.close()
+                    await group_synth.close()
                     if fallback is not None:  # the Piper worker, if any, stops with the daemon
                         fallback_started.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -186,6 +193,24 @@ class Daemon:
                 log.warning("the playing announcement did not stop within %g s", STOP_WAIT_S)
             for task in [scheduler_task, *workers, *helpers]:
                 task.cancel()
+
+    def _group(
+        self, speaker: Speaker, synth: Synthesizer, endpoint: str, sink: AlsaSink,
+        cache: PhraseCache | None, fallback: Fallback | None,
+    ) -> GroupSpeaker:  # fmt: skip
+        """Group playback (issue 16): the group speaker the scheduler calls, and its routes."""
+        inlet = self.group_inlet
+        roster = Roster(inlet.members)
+        group = GroupSpeaker(self.settings, speaker, synth, endpoint, sink, cache, fallback,
+                             self._publish, self._send, inlet.clock, roster)  # fmt: skip
+        inlet.on_change = group.members_changed
+        self._group_routes = GroupRoutes(self.settings, group).routes()
+        return group
+
+    def _send(self, topic: str, payload: bytes, qos: int) -> None:
+        """Publish for the group (QoS 1 through the outbox; ``qos`` is not used yet)."""
+        assert self._link is not None
+        self._link.post(topic, payload)
 
     def _routes(self, commands: Commands) -> list[Route]:
         s = self.settings

@@ -28,6 +28,10 @@ class Announcement:
     whose last level is a request id); the rate limit counts per topic. ``url``: an http(s)
     media URL to fetch and play instead (Home Assistant's media player); ``text`` then only
     names it in logs, never with the URL's path or query.
+    ``sync``: the payload's ``sync`` (False: play on this node alone, not in step with the
+    group; None: not given). ``group``: ``all`` or the group's name when it came on a group
+    topic and is to be played in step (set by the MQTT inlet, :mod:`edgespeak.group`);
+    ``group_key``: the key naming it on every node then.
     """
 
     text: str
@@ -47,6 +51,9 @@ class Announcement:
     volume_db: float | None = None
     latency: Latency | None = None
     url: str | None = field(default=None, repr=False)
+    sync: bool | None = None
+    group: str | None = None
+    group_key: str | None = None
 
     @property
     def rank(self) -> int:

@@ -13,7 +13,7 @@ TERMINAL: Final[tuple[TerminalState, ...]] = get_args(TerminalState)
 """The states that end an announcement: each announcement's last event is in exactly one of
 them (``finished`` spoken; ``interrupted`` cut off or stopped; ``expired`` dropped unspoken
 after its ``ttl_s``; ``failed`` refused or broken). Test ``event.state in TERMINAL``."""
-Source = Literal["stream", "cache", "fallback", "sound", "url"]
+Source = Literal["stream", "cache", "fallback", "sound", "url", "relay"]
 
 # Wall clock and monotonic clock read together once: event times are the monotonic clock
 # mapped onto the wall clock, so they keep their order and spacing when NTP steps the clock
@@ -42,6 +42,10 @@ class Event:
     provider (``fish``, ``cartesia``) and the voice asked of it (absent: its default), or the
     Piper voice that rendered a pinned phrase the provider could not.
     ``host``: the host (and port) of a media URL played (source url), never its path or query.
+    ``group``: a group announcement's ``finished``/``failed`` (docs/protocols.md §16.6):
+    ``key``, ``leader``, ``start_offset_ms`` (heard start minus planned start, ms),
+    ``clock_error_ms``, ``synced`` (False: played at once, unsynchronised; ``reason`` then
+    says why).
     """
 
     id: str
@@ -57,6 +61,7 @@ class Event:
     voice: str | None = None
     engine: str | None = None
     host: str | None = None
+    group: dict[str, object] | None = None
     at: float = field(default_factory=lambda: wall_time(time.monotonic()))
 
     def to_json(self) -> bytes:

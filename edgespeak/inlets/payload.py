@@ -5,7 +5,9 @@ A payload is UTF-8 plain text, or a JSON object with ``text`` and optional field
 ``high``, ``critical``), ``ttl_s`` (seconds, > 0), ``volume`` (0.0 to 1.0, on top of the device
 volume), ``chime`` (a sound name), ``lead_in_ms`` (0 to 5000), and for the provider: ``speed``
 (0.5 to 2.0, Fish prosody speed), ``volume_db`` (-20 to 20 dB, Fish prosody volume: changes
-the synthesised audio, unlike ``volume``), ``latency`` (``low``, ``normal``, ``balanced``).
+the synthesised audio, unlike ``volume``), ``latency`` (``low``, ``normal``, ``balanced``);
+``sync`` (bool: false plays an ``all`` or group announcement on each node on its own, as
+before group playback).
 ``null`` means "not given".
 Unknown fields are ignored (logged at DEBUG). Anything else raises :class:`PayloadError` with
 a message naming the field, specific enough to publish in a ``failed`` event.
@@ -54,6 +56,7 @@ class _Options(BaseModel):
     speed: float | None = Field(None, ge=0.5, le=2.0)
     volume_db: float | None = Field(None, ge=-20.0, le=20.0)
     latency: Latency | None = None
+    sync: bool | None = None
 
 
 _KNOWN = {"text", "id", "voice", *_Options.model_fields}
@@ -195,7 +198,8 @@ def _options(obj: dict[str, Any]) -> _Options:
         if err["type"] == "literal_error":
             problem = f"must be one of {err['ctx']['expected']}"
         elif err["type"].endswith("_type"):
-            kind = {"chime": "a string", "lead_in_ms": "an integer"}.get(str(name), "a number")
+            kinds = {"chime": "a string", "lead_in_ms": "an integer", "sync": "true or false"}
+            kind = kinds.get(str(name), "a number")
             problem = f"must be {kind}"
         else:
             problem = err["msg"].replace("Input should be", "must be")

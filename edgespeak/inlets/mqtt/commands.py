@@ -23,6 +23,7 @@ from edgespeak.base.errors import PayloadError
 from edgespeak.base.events import Event
 from edgespeak.config import Settings
 from edgespeak.inlets.homeassistant.state import NodeState
+from edgespeak.inlets.mqtt.group_plan import mark_group
 from edgespeak.inlets.mqtt.link import Incoming, Route
 from edgespeak.inlets.mqtt.topics import Topics
 from edgespeak.inlets.payload import parse_payload, unreadable
@@ -90,7 +91,7 @@ class Commands:
         if msg.expiry_s is not None:
             ttl_s = ann.ttl_s if ann.ttl_s is not None else self._settings.daemon.ttl_s
             ann = dataclasses.replace(ann, ttl_s=min(ttl_s, msg.expiry_s))
-        self.submit(ann)
+        self.submit(mark_group(ann, msg, self._settings))
 
     def submit(self, ann: Announcement) -> None:
         """Hand ``ann`` to the scheduler and refresh the state (queue length); over the rate

@@ -46,6 +46,7 @@ class GroupInlet:
         self.members = Members()
         self.sync = ClockSync(self.clock, self._prefix, send)
         self.syncing = g.sync  # an opted-out node tracks members but has no clock exchange
+        self.on_change: Callable[[], None] | None = None  # the members changed (group speaker)
 
     def _own(self, leaf: str) -> str:
         return f"{self._prefix}/{self._node}/{leaf}"
@@ -94,6 +95,8 @@ class GroupInlet:
             self._follow()
 
     def _follow(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
         if self.syncing:
             self.sync.follow(self.members.reference())
 

@@ -1,0 +1,126 @@
+"""The group speaker: what the scheduler calls to speak, group announcement or not.
+
+A group announcement (``Announcement.group`` set by the MQTT inlet: it came on ``all`` or a
+group topic, its payload's ``sync`` is not false and ``[group] sync`` is on here) is led
+(:mod:`edgespeak.group.lead`) when this node is the lowest live syncing member of its target,
+else followed (:mod:`edgespeak.group.follow`). Anything else, and a group announcement on a
+node that knows no other live member of its target, goes to the
+:class:`~edgespeak.speaking.speaker.Speaker` as before.
+
+The MQTT inlet (:mod:`edgespeak.inlets.mqtt.group_plan`) feeds :meth:`GroupSpeaker.on_plan`,
+:meth:`~GroupSpeaker.on_audio`, :meth:`~GroupSpeaker.on_want` and
+:meth:`~GroupSpeaker.members_changed`; everything goes out through the daemon's ``send``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from edgespeak.audio.alsa import AlsaSink
+from edgespeak.base.announcement import Announcement
+from edgespeak.base.events import Event
+from edgespeak.config import Settings
+from edgespeak.group.clock import GroupClock
+from edgespeak.group.follow import follow, leader_of
+from edgespeak.group.inbox import RelayInbox
+from edgespeak.group.lead import Leading, lead
+from edgespeak.group.node import Node, Publish, Roster, Send, SyncTopics, log
+from edgespeak.group.plan import Plan, PlanBook, StopAt, parse_sync_message
+from edgespeak.sources.cache import PhraseCache
+from edgespeak.sources.fallback import Fallback
+from edgespeak.sources.synthesis import Synthesizer
+from edgespeak.speaking.speaker import Speaker
+
+
+class GroupSpeaker:
+    """Speaks announcements: group ones in step with the group, the rest through ``speaker``.
+
+    ``synth``: a synthesizer without a cache, for the group's one session per phrase.
+    ``send``: publishes (topic, payload, QoS) through the daemon's broker link.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        speaker: Speaker,
+        synth: Synthesizer,
+        endpoint: str,
+        sink: AlsaSink,
+        cache: PhraseCache | None,
+        fallback: Fallback | None,
+        publish: Publish,
+        send: Send,
+        clock: GroupClock,
+        roster: Roster,
+    ) -> None:
+        self._speaker = speaker
+        self.topics = SyncTopics(settings.mqtt.prefix)
+        self._node = Node(
+            settings, settings.node_id, self.topics, synth, endpoint, sink, cache, fallback,
+            publish, send, clock, roster, PlanBook(), RelayInbox(),
+        )  # fmt: skip
+        self._leading = Leading()
+
+    async def speak(self, ann: Announcement) -> Event:
+        """Play ``ann``; returns its final event (``finished`` or ``failed``), published.
+        Never raises for a failure of the provider, the device, the relay or the group;
+        cancelled (interrupted, stopped), it fades out and re-raises."""
+        if ann.group is None or ann.group_key is None or self._alone(ann.group):
+            return await self._speaker.speak(ann)
+        if leader_of(self._node, ann.group) == self._node.node_id:
+            return await self._lead(ann)
+        return await follow(self._node, ann, self._lead)
+
+    def _alone(self, target: str) -> bool:
+        """No other live syncing member of ``target`` is known: play as a lone node does."""
+        return not any(m != self._node.node_id for m in self._node.roster.members(target))
+
+    async def _lead(self, ann: Announcement) -> Event:
+        return await lead(self._node, self._leading, ann)
+
+    def on_plan(self, payload: bytes, arrived: float) -> None:
+        """A message on ``<prefix>/sync/plan`` (``arrived``: monotonic seconds). A bad one is
+        logged and dropped."""
+        try:
+            message = parse_sync_message(payload)
+        except ValueError as exc:
+            log.warning("ignoring a bad group plan: %s", exc)
+            return
+        if isinstance(message, StopAt):
+            log.info("group stop from %s at group time %.3f", message.leader, message.at)
+            return
+        self._plan(message, arrived)
+
+    def _plan(self, plan: Plan, arrived: float) -> None:
+        me = self._node.node_id
+        if plan.leader == me:
+            return  # our own, back from the broker
+        if plan.leader < me:
+            self._leading.outranked(plan.key)
+        standing = self._node.plans.add(plan, arrived)
+        if standing is not plan:
+            log.info("plan for %s from %s ignored: %s leads it", plan.key, plan.leader,
+                     standing.leader)  # fmt: skip
+
+    def on_audio(self, topic_key: str, payload: bytes, arrived: float) -> None:
+        """A relay message for ``topic_key`` (the last level of its topic)."""
+        if topic_key in self._leading.relays or topic_key in self._leading.offers:
+            return  # our own relay, back from the broker
+        self._node.inbox.add(topic_key, payload, arrived)
+
+    def on_want(self, payload: bytes) -> None:
+        """A follower lacks a cached phrase: ``payload`` is JSON ``{"key": …}``. A bad one is
+        logged and dropped."""
+        try:
+            key = json.loads(payload)["key"]
+        except (ValueError, TypeError, KeyError):
+            key = None
+        if not isinstance(key, str):
+            log.warning("ignoring a bad want message: %r", payload[:100])
+            return
+        self._leading.want(self._node, key)
+
+    def members_changed(self) -> None:
+        """The live members changed: followers waiting on a plan or a relay look again."""
+        self._node.plans.wake()
+        self._node.inbox.wake()

@@ -1,0 +1,96 @@
+"""Group announcements on real daemons (issue 16): one plan, one synthesis, the same audio on
+every node. Real Mosquitto, the real local server (espeak-ng, the same audio every time),
+ALSA ``file`` captures compared byte for byte. Start-time precision on paced sinks is tested
+elsewhere; here the checks are coarse."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from tests.conftest import Broker, TtsServer, logged
+from tests.group_plan_nodes import group_nodes, sessions, watch_group
+from tests.helpers import espeak_pcm
+
+DOOR = "Someone is at the front door."
+WASHER = "The washing machine has finished. Please empty it before the clothes start to smell."
+
+
+async def test_a_cached_phrase_plays_from_every_nodes_disk_on_one_plan(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo"]
+    with group_nodes(ids, broker, tts_server, tmp_path, phrases=(DOOR,)) as nodes:
+        for node in nodes:  # each warms the phrase itself: the same bytes (espeak-ng)
+            await logged(node.log, "1 of 1 pinned phrases ready")
+        warmed = sessions(tts_server)
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": DOOR, "id": "door-1"})
+            finals = await watch.finals(ids, "door-1")
+    for node_id, event in finals.items():
+        assert (event["state"], event["source"]) == ("finished", "cache"), (node_id, event)
+        assert event["group"]["key"] == "door-1"
+        assert event["group"]["leader"] == "alpha"
+    assert [p["leader"] for p in watch.plans] == ["alpha"]  # one plan, from the lowest node
+    assert watch.plans[0]["source"] == "cache"
+    assert sessions(tts_server) == warmed == 2  # no synthesis for the announcement
+    alpha, bravo = (node.capture.read() for node in nodes)
+    assert alpha and alpha == bravo
+
+
+async def test_a_new_phrase_is_synthesised_once_relayed_and_then_cached_everywhere(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo", "charlie"]
+    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": WASHER, "id": "washer-1"})
+            first = await watch.finals(ids, "washer-1")
+            heard_first = [node.capture.read() for node in nodes]
+            assert sessions(tts_server) == 1  # one session for the whole group
+            await watch.announce_all({"text": WASHER, "id": "washer-2"})
+            second = await watch.finals(ids, "washer-2")
+    assert first["alpha"]["source"] == "stream", first
+    for node_id in ("bravo", "charlie"):
+        assert (first[node_id]["state"], first[node_id]["source"]) == ("finished", "relay")
+    assert all(e["group"]["leader"] == "alpha" for e in first.values())
+    assert heard_first[0] and heard_first[0] == heard_first[1] == heard_first[2]
+    # The second time every node plays the phrase from its own disk: no session, same bytes.
+    for node_id, event in second.items():
+        assert (event["state"], event["source"]) == ("finished", "cache"), (node_id, event)
+    assert sessions(tts_server) == 1
+    heard = [node.capture.read() for node in nodes]
+    assert heard[0] == heard[1] == heard[2]
+    assert heard[0][len(heard_first[0]) :] == heard_first[0]  # what was relayed, replayed
+
+
+LONG = " ".join(
+    f"Announcement part {n}: the laundry in the basement is done and the dryer is free now."
+    for n in range(1, 11)
+)
+
+
+async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_stream(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo", "charlie"]
+    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": LONG, "id": "long-1"})
+            await watch.until(lambda: len(watch.relayed) >= 20)  # 1.2 s of speech
+            assert nodes[0].proc is not None
+            nodes[0].proc.send_signal(signal.SIGKILL)
+            finals = await watch.finals(ids[1:], "long-1")
+    for node_id, event in finals.items():
+        assert (event["state"], event["source"]) == ("failed", "relay"), (node_id, event)
+        assert re.fullmatch(r"the group's leader alpha went away after \d+\.\d s", event["error"])
+        assert event["group"]["leader"] == "alpha"
+    bravo, charlie = (node.capture.read() for node in nodes[1:])
+    # What came before the leader died was played, the same on both, and not all of it came.
+    assert bravo and bravo == charlie
+    assert len(bravo) < len(espeak_pcm(LONG))
+    seconds = float(finals["bravo"]["error"].rsplit(" ", 2)[-2])
+    assert seconds == round(len(bravo) / 2 / 22050, 1)
+    for node in nodes[1:]:  # a part is never cached
+        assert not list(node.cache_dir.glob("*.wav"))
