@@ -57,8 +57,8 @@ async def announce_all(rooms: Rooms, count: int, gap_s: float) -> tuple[list[Sen
     nodes = list(rooms.nodes)
     async with listening(rooms.broker.port) as ears:
         await ears.wait_online(nodes)
-        if rooms.sync:  # every node but the reference (the lowest id) has its clock estimated
-            await ears.wait_clock(sorted(nodes)[1:])
+        if rooms.sync:  # every node's group clock synced (else it plays at once, by design)
+            await ears.wait_synced(nodes)
         await ears.say(rooms, "Ready.", GROUP, timeout_s=TIMEOUT_S)  # warm up (not measured)
         before = await ears.wait_sys()
         sents: list[Sent] = []

@@ -12,7 +12,7 @@ import json
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from harness.rooms import PREFIX, Rooms, Sent
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 SYS_TOPICS = ("$SYS/broker/bytes/received", "$SYS/broker/bytes/sent")
+ASK_S = 0.5  # between two clock/status questions while waiting for the clocks
 RECONNECT_S = 0.2  # between attempts to reach a restarting broker (a back-off, not a wait)
 
 
@@ -42,7 +43,7 @@ class Ears:
     node → its last availability was ``online`` (reset when the connection is lost, so waiting
     for it after a broker restart waits for the fresh one); ``bytes``: topic + payload bytes of
     every message under the prefix received; ``topics``: messages received per topic; ``sys``:
-    the latest $SYS counter values."""
+    the latest $SYS counter values; ``clocks``: node → its last ``clock/status`` answer."""
 
     port: int
     seen: list[Seen] = field(default_factory=list)
@@ -51,6 +52,7 @@ class Ears:
     sys: dict[str, int] = field(default_factory=dict)
     topics: Counter[str] = field(default_factory=Counter)
     connections: int = 0
+    clocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     client: aiomqtt.Client | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -95,6 +97,9 @@ class Ears:
                 self.online[parts[1]] = data == b"online"
                 self.seen.append(Seen(time.monotonic(), parts[1], {"id": "availability"}))
                 self.seen[-1].event["state"] = data.decode(errors="replace")
+            elif parts[2:] == ["clock", "status"]:
+                with contextlib.suppress(ValueError):
+                    self.clocks[parts[1]] = json.loads(data)
             elif len(parts) == 3 and parts[2] == "event":
                 with contextlib.suppress(ValueError):
                     self.seen.append(Seen(time.monotonic(), parts[1], json.loads(data)))
@@ -121,27 +126,24 @@ class Ears:
         await asyncio.to_thread(rooms.broker.restart)
         await self.until(lambda: self.connections > before, timeout_s)
 
-    def pongs(self, nodes: Sequence[str]) -> dict[str, int]:
-        """Node → the group-clock answers (``<prefix>/<node>/clock/pong``) it got so far."""
-        return {n: self.topics[f"{PREFIX}/{n}/clock/pong"] for n in nodes}
-
-    async def wait_clock(
-        self, nodes: Sequence[str], since: Mapping[str, int] | None = None, burst: int = 8,
-        timeout_s: float = 20.0,
-    ) -> None:  # fmt: skip
-        """Return once every node in ``nodes`` got ``burst`` clock answers more than ``since``
-        (a :meth:`pongs` reading; default none): the burst a node sends on (re)connect is
-        answered, its clock estimated. Raises TimeoutError naming those still short."""
-        since = since or {}
-        try:
-            await self.until(
-                lambda: all(c >= since.get(n, 0) + burst for n, c in self.pongs(nodes).items()),
-                timeout_s,
-            )
-        except TimeoutError:
-            raise TimeoutError(
-                f"clock answers after {timeout_s:g} s: {self.pongs(nodes)}"
-            ) from None
+    async def wait_synced(self, nodes: Sequence[str], timeout_s: float = 40.0) -> None:
+        """Return once every node in ``nodes`` answers ``<prefix>/<node>/clock/get`` with a
+        ``clock/status`` saying ``synced`` (docs/protocols.md §15; asked again every
+        ``ASK_S``). Raises TimeoutError with each node's last answer."""
+        self.clocks.clear()
+        deadline = time.monotonic() + timeout_s
+        while not all(self.clocks.get(n, {}).get("synced") for n in nodes):
+            if time.monotonic() > deadline:
+                answers = {n: self.clocks.get(n) for n in nodes}
+                raise TimeoutError(f"clocks not synced after {timeout_s:g} s: {answers}")
+            assert self.client is not None, "not connected"
+            for node in nodes:
+                await self.client.publish(f"{PREFIX}/{node}/clock/get", b"", qos=1)
+            with contextlib.suppress(TimeoutError):  # polls the real condition, bounded
+                await self.until(lambda: all(n in self.clocks for n in nodes), ASK_S)
+            if not all(self.clocks.get(n, {}).get("synced") for n in nodes):
+                await asyncio.sleep(ASK_S)  # before asking again
+                self.clocks.clear()
 
     async def wait_sys(self, timeout_s: float = 10.0) -> dict[str, int]:
         """The next fresh $SYS byte counters (both), as Mosquitto publishes them."""

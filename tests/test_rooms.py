@@ -6,8 +6,9 @@ session per new phrase; also with skewed clocks, a leader killed mid-stream, a b
 a late joiner and a group preemption.
 
 Node ``n1`` is the group's clock reference and the leader (the lowest node id among the live
-members). Before measuring, each test waits until the other nodes' clock bursts (8 pings on
-connect, docs/protocols.md §15) have been answered, watched on the broker.
+members). Before measuring, each test waits until every node says its group clock is synced
+(``clock/get`` → ``clock/status``, docs/protocols.md §15): a node that is not plays at once,
+unsynchronised, by design.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ def make_rooms(tmp_path: Path) -> Iterator[MakeRooms]:
         rooms.stop()
 
 
-async def ready(ears: Ears, nodes: Sequence[str], since: dict[str, int] | None = None) -> None:
-    """Every node online and every follower's clock burst answered."""
+async def ready(ears: Ears, nodes: Sequence[str]) -> None:
+    """Every node online and saying its group clock is synced."""
     await ears.wait_online(nodes)
-    await ears.wait_clock([n for n in nodes if n != "n1"], since)
+    await ears.wait_synced(nodes)
 
 
 def report(heard: Sequence[Heard]) -> str:
@@ -183,9 +184,8 @@ async def test_broker_restart_between_announcements_keeps_one_leader_and_the_ste
     async with listening(rooms.broker.port) as ears:
         await ready(ears, nodes)
         sents = [await ears.say(rooms, PHRASES[0][1], "house")]
-        since = ears.pongs(nodes)
         await ears.restart_broker(rooms)
-        await ready(ears, nodes, since)
+        await ready(ears, nodes)
         sents.append(await ears.say(rooms, PHRASES[1][1], "all"))  # new: one session only
         sents.append(await ears.say(rooms, PHRASES[0][1], "house"))  # cached everywhere
     heard = measure(sents, rooms.stop_recordings())
