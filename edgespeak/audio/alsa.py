@@ -14,11 +14,16 @@ ALSA mixer control; interruption with a fade instead of a click; underruns count
 recovered. Between utterances the device is kept running on silence for ``keep_open_s``, then
 drained; the handle itself stays open. That silence never delays speech: it is taken back when
 the next utterance's first frame is ready, which is heard within a period of it.
+
+An utterance may instead be heard from a given instant (``begin(start_at=...)``, for rooms
+playing in step): the silence before it is counted from the device's delay, or the part of it
+already past is skipped (:mod:`edgespeak.audio.placing`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from edgespeak.audio.device import Mixer, PcmDevice
 from edgespeak.audio.playback import Playback, Player, Utterance
@@ -79,13 +84,33 @@ class AlsaSink:
         return self._pcm.underruns
 
     async def begin(
-        self, rate_hz: int, *, lead_in_ms: float | None = None, gain: float = 1.0
+        self,
+        rate_hz: int,
+        *,
+        lead_in_ms: float | None = None,
+        gain: float = 1.0,
+        start_at: float | None = None,
     ) -> Utterance:
         """Start an utterance at ``rate_hz`` Hz; returns its handle for :meth:`write`/:meth:`end`.
 
         ``lead_in_ms``: silence written before its first sample (default: the sink's), exactly
         ``round(rate_hz * lead_in_ms / 1000)`` frames. ``gain``: 0.0-1.0, linear, times the
-        sink volume. Raises ValueError for values out of range, AudioDeviceError once closed.
+        sink volume.
+
+        ``start_at``: a ``time.monotonic()`` instant (s) at which its first sample must be heard
+        at the device's output, or None (as soon as it can). When its first samples are written,
+        the writer reads the device's delay (``snd_pcm_delay``: frames queued, keep-open silence
+        included, and buffered beyond ALSA) and writes exactly the silence that puts the first
+        sample at the instant; the lead-in is part of that silence, not added to it (an instant
+        too close for the whole lead-in shortens it). Queued keep-open silence that would make
+        it late is taken back first. An instant already past skips the samples that are past:
+        sample ``k`` is heard at ``start_at + k / rate_hz`` whatever comes first, never later
+        (``Playback.skipped_frames``, ``Playback.start_offset_s``). A chime begun with the
+        instant and the speech ended right behind it: the speech follows the chime. Samples
+        that arrive late for their instant after the first (the producer falling behind)
+        underrun and play late, as without one.
+
+        Raises ValueError for values out of range, AudioDeviceError once closed.
         """
         if self._closed:
             raise AudioDeviceError(f"ALSA device {self.device!r}: the sink is closed")
@@ -93,9 +118,11 @@ class AlsaSink:
         lead_ms = self._lead_in_ms if lead_in_ms is None else lead_in_ms
         _check("lead_in_ms", lead_ms, 0, 10_000)
         _check("gain", gain, 0, 1)
+        if start_at is not None and not math.isfinite(start_at):
+            raise ValueError(f"start_at must be a time.monotonic() instant, got {start_at!r}")
         lead_in = round(rate_hz * lead_ms / 1000)
         fade = round(rate_hz * self._fade_ms / 1000)
-        utt = Utterance(asyncio.get_running_loop(), rate_hz, lead_in, fade, gain)
+        utt = Utterance(asyncio.get_running_loop(), rate_hz, lead_in, fade, gain, start_at)
         self._writer.put("begin", utt)
         return utt
 

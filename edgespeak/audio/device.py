@@ -2,13 +2,13 @@
 
 :class:`PcmDevice` opens the PCM at a rate with the sink's period and buffer, reopens it when the
 rate changes, writes a period at a time, recovers underruns, waits for what is queued to play
-out, and drains, drops or closes it. It is used by the writer thread only. Every call into the
-PCM goes through one path that records when the call began, so :meth:`PcmDevice.stalled_s`
-(read from any thread: the daemon's watchdog check) sees a writer stuck in any of them: open,
-write, the pre-roll after an underrun, drain, drop, close. (pyalsaaudio 0.11 keeps the GIL
-through ``snd_pcm_open``, ``snd_pcm_drop`` and ``snd_pcm_close``, seen with a drop blocked on a
-full FIFO: a device stuck there freezes the event loop as well, which stops the watchdog pings
-the other way.)
+out, reports its delay, and drains, drops or closes it. It is used by the writer thread only.
+Every call into the PCM goes through one path that records when the call began, so
+:meth:`PcmDevice.stalled_s` (read from any thread: the daemon's watchdog check) sees a writer
+stuck in any of them: open, write, the pre-roll after an underrun, delay, drain, drop, close.
+(pyalsaaudio 0.11 keeps the GIL through ``snd_pcm_open``, ``snd_pcm_drop`` and
+``snd_pcm_close``, seen with a drop blocked on a full FIFO: a device stuck there freezes the
+event loop as well, which stops the watchdog pings the other way.)
 
 :class:`Mixer` is the optional ALSA simple mixer control the sink volume is set on instead of
 scaling samples.
@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import alsaaudio
 
+from edgespeak.audio.pcm_delay import pcm_delay, pcm_handle
 from edgespeak.base.pcm import FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class PcmDevice:
         self._period_ms = period_ms
         self._periods = periods
         self._pcm: alsaaudio.PCM | None = None
+        self._handle: int | None = None  # the PCM's snd_pcm_t * for snd_pcm_delay, if known
         self.rate_hz = 0  # the open PCM's sample rate (Hz), 0 when closed
         self.period_frames = 0  # as granted by ALSA
         self.buffer_frames = 0
@@ -104,6 +106,13 @@ class PcmDevice:
             )
         )
         self._pcm = pcm
+        self._handle = pcm_handle(pcm, rate_hz)
+        if self._handle is None:
+            log.warning(
+                "ALSA %r: snd_pcm_delay is not reachable through this pyalsaaudio; start "
+                "instants use the buffer pointer (may miss what the device buffers beyond it)",
+                self.name,
+            )
         info = pcm.info()
         self.rate_hz = rate_hz
         self.period_frames = int(info.get("period_size", period))
@@ -163,6 +172,17 @@ class PcmDevice:
             return 0
         return max(0, self.buffer_frames - avail)
 
+    def delay(self) -> int:
+        """Frames a frame written now waits before it is heard: ``snd_pcm_delay`` (what is
+        queued in the buffer and beyond it: a sound server's buffer, the driver's FIFO), or
+        :meth:`queued` when it cannot be called (see :mod:`edgespeak.audio.pcm_delay`). 0 when
+        the PCM is stopped or underran. Raises alsaaudio.ALSAAudioError (also when the PCM is
+        not open)."""
+        self._require()
+        if self._handle is None:
+            return self.queued()
+        return self._call(pcm_delay, self._handle)
+
     def play_out(self, behind: int) -> tuple[int, int]:
         """Wait until everything queued but its last ``behind`` frames has been played,
         writing silence behind it as room appears so the device never runs dry. Returns the
@@ -216,7 +236,7 @@ class PcmDevice:
         logged at DEBUG, the handle is gone either way."""
         if self._pcm is None:
             return
-        pcm, self._pcm, self.rate_hz = self._pcm, None, 0
+        pcm, self._pcm, self.rate_hz, self._handle = self._pcm, None, 0, None
         self._waiting_since = None
         try:
             self._call(pcm.close)

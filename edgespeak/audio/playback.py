@@ -15,6 +15,11 @@ cannot rewind; dropping silence cannot click, and the utterance starts from zero
 the new frames restart the device at once, so it stops for well under a period, and the speech
 is heard one buffer sooner than behind the silence.
 
+An utterance with a start instant (``Utterance.start_at``) is placed instead, by
+:class:`~edgespeak.audio.placing.Placer`: the silence before its first frame, or the frames of
+it already past, are counted from the device's delay; keep-open silence is taken back only when
+it would make it late.
+
 Preemption: pyalsaaudio cannot rewind the ALSA buffer, and ``snd_pcm_drop`` cuts the sound
 mid-waveform (a click). So an abort with a fade appends a fade-out over the next ``fade_ms`` of
 not-yet-written samples behind what is already buffered: the sound stops within one period
@@ -26,87 +31,26 @@ event loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import alsaaudio
 
 from edgespeak.audio import dsp
 from edgespeak.audio.device import PcmDevice
+from edgespeak.audio.placing import Placer
+from edgespeak.audio.utterance import Playback, Utterance, resolve, settle
 from edgespeak.base.errors import AudioDeviceError
 from edgespeak.base.pcm import FRAME_BYTES
 
+__all__ = ["Playback", "Player", "Utterance", "resolve", "settle"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
-class Playback:
-    """What the writer did for one utterance.
-
-    ``first_frame_at``: ``time.monotonic()`` seconds when its first frame (lead-in included)
-    was handed to ALSA. ``frames``: frames of speech written (fades included, lead-in not).
-    ``lead_in_frames``: frames of lead-in silence written. ``rate_hz``: the PCM's sample rate.
-    ``underruns``: ALSA underruns (xruns) met while writing it, each recovered.
-    ``interrupted``: the sink's ``abort`` cut it short.
-    ``gap_frames``: frames of keep-open silence the device played between the previous
-    utterance's last frame and this one's first (its own lead-in not counted), or None when the
-    device had stopped in between (drained, reopened) or nothing played before.
-    """
-
-    rate_hz: int
-    first_frame_at: float | None = None
-    frames: int = 0
-    lead_in_frames: int = 0
-    underruns: int = 0
-    interrupted: bool = False
-    gap_frames: int | None = None
-
-    @property
-    def duration_s(self) -> float:
-        """Seconds of speech written (lead-in excluded)."""
-        return self.frames / self.rate_hz
-
-
-class Utterance:
-    """One utterance in the writer: its futures (first frame handed to ALSA, done) and state.
-
-    ``lead_in``, ``fade``: frames at ``rate_hz`` Hz; ``gain``: 0.0-1.0, linear. ``aborted`` is
-    set on the event loop by the sink's ``abort`` and read by the writer thread; every other
-    mutable field belongs to the writer thread.
-    """
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, rate_hz: int, lead_in: int, fade: int, gain: float
-    ) -> None:
-        self.loop = loop
-        self.playback = Playback(rate_hz)
-        self.first_frame: asyncio.Future[float] = loop.create_future()
-        self.done: asyncio.Future[Playback] = loop.create_future()
-        self.error: AudioDeviceError | None = None
-        self.aborted = False
-        self.fade_on_abort = True
-        self.lead_in = lead_in  # frames
-        self.gain = gain
-        self.fade_in = dsp.fade_in(fade)
-        self.fade_out = dsp.fade_out(fade)
-        # writer thread only
-        self.received = 0  # frames received: the position within the fade-in
-        self.odd = b""  # a trailing half frame received, kept for the next chunk
-        self.held = b""  # the last ``fade`` frames received (gain applied), not yet written
-        self.last = 0  # the last sample value handed to ALSA
-        self.stopped = False  # ended or cut short: nothing more is written
-
-    @property
-    def fade_frames(self) -> int:
-        return len(self.fade_in)
-
-
-class Player:
+class Player(Placer):
     """Plays utterances on ``device`` (writer thread only): begin, data, end, abort, and the
     keep-open silence between them (``keep_open_s`` seconds, then drained).
 
@@ -129,24 +73,31 @@ class Player:
     # ---- commands ------------------------------------------------------------------------
     def begin(self, utt: Utterance) -> None:
         """Start ``utt`` (cutting short one begun and never ended): open the device at its
-        rate, write its lead-in."""
+        rate, write its lead-in (with a start instant, the silence before its first frame is
+        written with that frame instead, the lead-in counted in it)."""
         if (previous := self._current) is not None:  # never ended: cut it short, settle it
             self._cut(previous, previous.held)
             self.finish(previous)
         if self._guard(utt, self._open, utt.playback.rate_hz) is None:
             return
         self._current = utt
-        if utt.lead_in:
+        if utt.lead_in and utt.start_at is None:
             self._guard(utt, self._write, utt, bytes(utt.lead_in * FRAME_BYTES), True)
 
-    def data(self, utt: Utterance, pcm: bytes) -> None:
-        """Write bytes of s16le mono PCM for ``utt``: gain, fade-in, the fade tail held back."""
+    def data(self, utt: Utterance, pcm: bytes, final: bool = False) -> None:
+        """Write bytes of s16le mono PCM for ``utt``: gain, fade-in, the fade tail held back.
+        With a start instant, its first frames are placed first (:meth:`_join`); ``final``:
+        no more data comes, place what there is."""
         if utt.stopped or utt.error is not None:
             return
         if utt.odd or len(pcm) % FRAME_BYTES:
             pcm = utt.odd + pcm
             cut = len(pcm) - len(pcm) % FRAME_BYTES
             pcm, utt.odd = pcm[:cut], pcm[cut:]
+        if utt.start_at is not None and not utt.placed:
+            pcm = self._join(utt, pcm, final)
+            if not pcm:
+                return
         start = utt.received
         utt.received += len(pcm) // FRAME_BYTES
         envelope = utt.fade_in[start : utt.received] if start < utt.fade_frames else None
@@ -162,6 +113,8 @@ class Player:
 
     def end(self, utt: Utterance) -> None:
         """Finish ``utt``: write its held tail faded out; it is settled once played."""
+        if utt.early:  # fewer frames than its fade came before its start instant
+            self.data(utt, b"", final=True)
         if utt.stopped or utt.error is not None:
             self.finish(utt)
             return
@@ -301,7 +254,8 @@ class Player:
             if abortable and utt is not None and utt.aborted:
                 break
             if utt is not None and utt.playback.first_frame_at is None:
-                self._take_back(utt)
+                if utt.start_at is None:  # else placed already (_due)
+                    self._take_back(utt)
                 now = time.monotonic()
                 utt.playback.first_frame_at = now
                 utt.loop.call_soon_threadsafe(resolve, utt.first_frame, now)
@@ -324,6 +278,8 @@ class Player:
                 else:
                     utt.playback.frames += written
                 utt.last = dsp.last_sample(piece[: written * FRAME_BYTES])
+                if not lead_in and utt.start_at is not None and utt.playback.frames == written:
+                    self._started(utt)
         return done
 
     def _open(self, rate_hz: int) -> bool:
@@ -355,24 +311,3 @@ class Player:
     def _close(self) -> None:
         self.device.close()
         self._halted()
-
-
-def resolve(fut: asyncio.Future[T], value: T) -> None:
-    """Set ``fut``'s result unless it is done already (on its event loop)."""
-    if not fut.done():
-        fut.set_result(value)
-
-
-def settle(utt: Utterance) -> None:
-    """End of an utterance (on the event loop): settle both of its futures, always, so no
-    waiter hangs. An aborted utterance ends without error."""
-    error = None if utt.aborted else utt.error
-    if not utt.first_frame.done():
-        utt.first_frame.set_exception(error or AudioDeviceError("no frame was played"))
-        utt.first_frame.exception()  # retrieved: a waiter may be gone, that is not a bug
-    if utt.done.done():
-        return
-    if error is not None:
-        utt.done.set_exception(error)
-    else:
-        utt.done.set_result(utt.playback)

@@ -90,16 +90,18 @@ class Speaker:
         self._publish = publish
         self._chimes = chimes
 
-    async def speak(self, ann: Announcement) -> Event:
+    async def speak(self, ann: Announcement, start_at: float | None = None) -> Event:
         """Play ``ann``; returns the final event (``finished`` or ``failed``), already published.
 
+        ``start_at``: a ``time.monotonic()`` instant at which its first sound (the chime when
+        there is one, else the speech) must be heard (:meth:`AlsaSink.begin`), or None.
         Never raises for a failure of the provider, the audio device, the format, the cache or
         the chime (an unusable chime is skipped; the ``finished`` event's ``warning`` says why).
         """
         if ann.url is not None:
-            return await self._play_url(ann, ann.url)
+            return await self._play_url(ann, ann.url, start_at)
         if ann.sound is not None:
-            return await self._play_sound(ann, ann.sound)
+            return await self._play_sound(ann, ann.sound, start_at)
         request = announcement_request(self._settings, ann)
         key = phrase_key(self._settings, self._endpoint, ann.text, request=request)
         # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
@@ -109,14 +111,14 @@ class Speaker:
         warning = None
         try:
             rate_hz = cached.rate_hz if cached is not None else self._settings.tts.rate_hz
-            chime, warning = await self._start_chime(ann, rate_hz)
+            chime, warning = await self._start_chime(ann, rate_hz, start_at)
             if cached is not None:
                 audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
                 audio.voice, audio.engine = self._renderer(key, request)
             else:
                 audio = await self._stream_or_fallback(ann, key, request)
             source = audio.source
-            playback = await self._play(ann, audio, after=chime)
+            playback = await self._play(ann, audio, chime, start_at)
         except EdgespeakError as exc:
             return self.fail(ann, str(exc), source)
         except BaseException:  # cancelled (interrupted, stopped): the chime stops too
@@ -137,25 +139,25 @@ class Speaker:
             engine=audio.engine,
         )
 
-    async def _play_sound(self, ann: Announcement, pcm: bytes) -> Event:
+    async def _play_sound(self, ann: Announcement, pcm: bytes, start_at: float | None) -> Event:
         """Play a ready sound (``source: "sound"``): a Hermes WAV, a chime on its own."""
         audio = _Audio("sound", _aiter([pcm]), lambda: ann.sound_rate_hz)
         try:
-            playback = await self._play(ann, audio, after=None)
+            playback = await self._play(ann, audio, None, start_at)
         except EdgespeakError as exc:
             return self.fail(ann, str(exc), "sound")
         return self._finished(
             ann, "sound", playback, playback.first_frame_at, underruns=playback.underruns
         )
 
-    async def _play_url(self, ann: Announcement, url: str) -> Event:
+    async def _play_url(self, ann: Announcement, url: str, start_at: float | None) -> Event:
         """Play a media URL (``source: "url"``) at the speech rate, so the device stays open."""
         e = self._settings.esphome
         media = UrlAudio(url, self._settings.tts.rate_hz,
                          UrlLimits(e.max_seconds, e.max_bytes, e.fetch_timeout_s))  # fmt: skip
         audio = _Audio("url", media.pcm(), lambda: media.rate_hz)
         try:
-            playback = await self._play(ann, audio, after=None)
+            playback = await self._play(ann, audio, None, start_at)
         except EdgespeakError as exc:
             return self.fail(ann, str(exc), "url")
         return self._finished(
@@ -239,11 +241,12 @@ class Speaker:
         return request.get("reference_id"), self._settings.tts.provider
 
     async def _start_chime(
-        self, ann: Announcement, rate_hz: int
+        self, ann: Announcement, rate_hz: int, start_at: float | None
     ) -> tuple[Utterance | None, str | None]:
-        """Queue ``ann``'s chime (lead-in first) at ``rate_hz`` and its end, without waiting
-        for it to play. Returns its utterance, or None and a warning when it cannot be played
-        (unknown or broken file: logged, the speech goes on without it)."""
+        """Queue ``ann``'s chime (lead-in first; heard at ``start_at`` when given) at
+        ``rate_hz`` and its end, without waiting for it to play. Returns its utterance, or
+        None and a warning when it cannot be played (unknown or broken file: logged, the
+        speech goes on without it)."""
         if ann.chime is None:
             return None, None
         try:
@@ -253,15 +256,20 @@ class Speaker:
         except ChimeError as exc:
             log.warning("announcement %s plays without its chime: %s", ann.id, exc)
             return None, str(exc)
-        utt = await self._sink.begin(rate_hz, lead_in_ms=ann.lead_in_ms, gain=_gain(ann))
+        utt = await self._sink.begin(
+            rate_hz, lead_in_ms=ann.lead_in_ms, gain=_gain(ann), start_at=start_at
+        )
         await self._sink.write(utt, pcm)
         self._sink.end_nowait(utt)
         return utt, None
 
-    async def _play(self, ann: Announcement, audio: _Audio, after: Utterance | None) -> Playback:
+    async def _play(
+        self, ann: Announcement, audio: _Audio, after: Utterance | None, start_at: float | None
+    ) -> Playback:
         """Write the audio to the sink as it arrives; drain; abort the sound on any failure.
 
-        ``after``: the chime this speech follows (then no lead-in of its own: the chime had it).
+        ``after``: the chime this speech follows (then no lead-in of its own: the chime had it,
+        and the chime had ``start_at``); ``start_at``: when the first sound is heard, or None.
         """
         utt: Utterance | None = None
         playing: asyncio.Task[None] | None = None
@@ -274,6 +282,7 @@ class Speaker:
                         rate_hz,
                         lead_in_ms=ann.lead_in_ms if after is None else 0,
                         gain=_gain(ann),
+                        start_at=start_at if after is None else None,
                     )
                     first = after or utt
                     playing = asyncio.create_task(self._announce_playing(ann, audio.source, first))
