@@ -86,7 +86,6 @@ class Daemon:
         # the group's membership and clock (docs/protocols.md §15); its routes, connection
         # hook and task are wired below where the others are
         self.group_inlet = GroupInlet(settings, self._post_group, self._send_now)
-        self._group_routes: list[Route] = []  # plans and relay (§16), set by _group
 
     def stop(self) -> None:
         """Ask the daemon to shut down gracefully."""
@@ -125,7 +124,8 @@ class Daemon:
                     s, scheduler, chimes, sink, self.volumes, self.state, self._publish,
                     self._state_dirty.set,
                 )  # fmt: skip
-                routes = self._routes(commands) + self._group_routes
+                group_routes = GroupRoutes(s, grouped, commands.stop).routes()
+                routes = group_routes + self._routes(commands)  # group stop before the node's
                 self._link = link = MqttLink(s, routes, self._on_connected)
                 warmer = None
                 if cache is not None and s.cache.phrases:
@@ -198,19 +198,18 @@ class Daemon:
         self, speaker: Speaker, synth: Synthesizer, endpoint: str, sink: AlsaSink,
         cache: PhraseCache | None, fallback: Fallback | None,
     ) -> GroupSpeaker:  # fmt: skip
-        """Group playback (issue 16): the group speaker the scheduler calls, and its routes."""
+        """Group playback (issue 16): the group speaker the scheduler calls."""
         inlet = self.group_inlet
         roster = Roster(inlet.members)
         group = GroupSpeaker(self.settings, speaker, synth, endpoint, sink, cache, fallback,
                              self._publish, self._send, inlet.clock, roster)  # fmt: skip
         inlet.on_change = group.members_changed
-        self._group_routes = GroupRoutes(self.settings, group).routes()
         return group
 
     def _send(self, topic: str, payload: bytes, qos: int) -> None:
-        """Publish for the group (QoS 1 through the outbox; ``qos`` is not used yet)."""
+        """Publish for the group: plans and relay, past the outbox."""
         assert self._link is not None
-        self._link.post(topic, payload)
+        self._link.send(topic, payload, qos)
 
     def _routes(self, commands: Commands) -> list[Route]:
         s = self.settings

@@ -44,6 +44,7 @@ class GroupWatch:
     client: aiomqtt.Client
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     online: dict[str, bool] = field(default_factory=dict)
+    info: dict[str, bytes] = field(default_factory=dict)  # retained group info, by node
     plans: list[dict[str, Any]] = field(default_factory=list)
     relayed: list[str] = field(default_factory=list)  # topic of each relay message seen
     relay_payloads: list[bytes] = field(default_factory=list)
@@ -57,6 +58,8 @@ class GroupWatch:
             async with self._changed:
                 if topic.endswith("/availability"):
                     self.online[node] = payload == b"online"
+                elif topic.endswith("/info"):
+                    self.info[node] = payload
                 elif topic.endswith("/event"):
                     self.events.setdefault(node, []).append(json.loads(payload))
                 elif topic.endswith("/sync/plan"):
@@ -90,21 +93,24 @@ class GroupWatch:
 
 @contextlib.contextmanager
 def group_nodes(
-    ids: list[str], broker: Broker, tts: TtsServer, root: Path, **options: Any
-) -> Iterator[list[Node]]:
-    """Start one daemon per id (``options`` as for :func:`daemon_config`); stop them after."""
+    ids: list[str], broker: Broker, tts_url: str, root: Path, *, pulse: str | None = None,
+    toml: dict[str, str] | None = None, **options: Any,
+) -> Iterator[list[Node]]:  # fmt: skip
+    """Start one daemon per id on the provider at ``tts_url`` (``options`` as for
+    :func:`daemon_config`); stop them after. ``pulse``: a PulseAudio server whose null sink
+    paces every node's capture in real time. ``toml``: more config text for some nodes."""
     nodes = []
     with contextlib.ExitStack() as stack:
         for node_id in ids:
             workdir = root / node_id
             workdir.mkdir()
-            capture = AlsaCapture(workdir / "asound.conf", workdir / "capture.raw")
+            capture = AlsaCapture(workdir / "asound.conf", workdir / "capture.raw", pulse)
             config = daemon_config(
-                workdir / "daemon.toml", broker_port=broker.port, tts_url=tts.url,
+                workdir / "daemon.toml", broker_port=broker.port, tts_url=tts_url,
                 cache_dir=workdir / "cache", **options,
             )  # fmt: skip
             text = config.read_text().replace('node_id = "testnode"', f'node_id = "{node_id}"')
-            config.write_text(text)
+            config.write_text(text + (toml or {}).get(node_id, ""))
             node = Node(node_id, workdir, capture)
             node.proc = stack.enter_context(daemon_process(config, capture, workdir))
             nodes.append(node)
@@ -113,14 +119,18 @@ def group_nodes(
 
 @contextlib.asynccontextmanager
 async def watch_group(broker: Broker, ids: list[str]) -> AsyncIterator[GroupWatch]:
-    """A :class:`GroupWatch` on ``broker``, once every node in ``ids`` is online."""
+    """A :class:`GroupWatch` on ``broker``, once every node in ``ids`` is online and has
+    published its group info (so every node knows every member)."""
     async with aiomqtt.Client("127.0.0.1", broker.port) as client:
-        for topic in ("edgespeak/+/event", "edgespeak/+/availability", "edgespeak/sync/#"):
+        topics = ("edgespeak/+/event", "edgespeak/+/availability", "edgespeak/+/info")
+        for topic in (*topics, "edgespeak/sync/#"):
             await client.subscribe(topic, qos=1)
         watch = GroupWatch(client)
         task = asyncio.create_task(watch.pump())
         try:
-            await watch.until(lambda: all(watch.online.get(n) for n in ids), STARTUP_S)
+            await watch.until(
+                lambda: all(watch.online.get(n) and watch.info.get(n) for n in ids), STARTUP_S
+            )
             yield watch
         finally:
             task.cancel()

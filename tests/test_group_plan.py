@@ -9,7 +9,8 @@ import re
 import signal
 from pathlib import Path
 
-from tests.conftest import Broker, TtsServer, logged
+from edgespeak.sources.cache import PhraseCache
+from tests.conftest import Broker, PulseAudio, TtsServer, logged
 from tests.group_plan_nodes import group_nodes, sessions, watch_group
 from tests.helpers import espeak_pcm
 
@@ -21,7 +22,7 @@ async def test_a_cached_phrase_plays_from_every_nodes_disk_on_one_plan(
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo"]
-    with group_nodes(ids, broker, tts_server, tmp_path, phrases=(DOOR,)) as nodes:
+    with group_nodes(ids, broker, tts_server.url, tmp_path, phrases=(DOOR,)) as nodes:
         for node in nodes:  # each warms the phrase itself: the same bytes (espeak-ng)
             await logged(node.log, "1 of 1 pinned phrases ready")
         warmed = sessions(tts_server)
@@ -43,7 +44,7 @@ async def test_a_new_phrase_is_synthesised_once_relayed_and_then_cached_everywhe
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo", "charlie"]
-    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+    with group_nodes(ids, broker, tts_server.url, tmp_path) as nodes:
         async with watch_group(broker, ids) as watch:
             await watch.announce_all({"text": WASHER, "id": "washer-1"})
             first = await watch.finals(ids, "washer-1")
@@ -55,6 +56,11 @@ async def test_a_new_phrase_is_synthesised_once_relayed_and_then_cached_everywhe
     for node_id in ("bravo", "charlie"):
         assert (first[node_id]["state"], first[node_id]["source"]) == ("finished", "relay")
     assert all(e["group"]["leader"] == "alpha" for e in first.values())
+    for event in first.values():  # the group field (coarse: the precision is tested elsewhere)
+        group = event["group"]
+        assert group["key"] == "washer-1" and isinstance(group["synced"], bool), event
+        if group["synced"]:
+            assert abs(group["start_offset_ms"]) < 1000, event
     assert heard_first[0] and heard_first[0] == heard_first[1] == heard_first[2]
     # The second time every node plays the phrase from its own disk: no session, same bytes.
     for node_id, event in second.items():
@@ -75,7 +81,7 @@ async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_strea
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo", "charlie"]
-    with group_nodes(ids, broker, tts_server, tmp_path) as nodes:
+    with group_nodes(ids, broker, tts_server.url, tmp_path) as nodes:
         async with watch_group(broker, ids) as watch:
             await watch.announce_all({"text": LONG, "id": "long-1"})
             await watch.until(lambda: len(watch.relayed) >= 20)  # 1.2 s of speech
@@ -94,3 +100,72 @@ async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_strea
     assert seconds == round(len(bravo) / 2 / 22050, 1)
     for node in nodes[1:]:  # a part is never cached
         assert not list(node.cache_dir.glob("*.wav"))
+
+
+async def test_a_group_stop_cuts_every_node_at_the_leaders_instant(
+    broker: Broker, tts_server: TtsServer, pulse: PulseAudio, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo", "charlie"]
+    loose = dict.fromkeys(ids, "[group]\nmax_clock_error_ms = 5\n")  # a loaded test machine
+    with group_nodes(
+        ids, broker, tts_server.url, tmp_path, pulse=pulse.server, toml=loose
+    ) as nodes:
+        for node in nodes[1:]:  # each starts at the plan's instant, not at once
+            await logged(node.log, "group clock synced to alpha")
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": LONG, "id": "long-2"})
+            await watch.until(
+                lambda: all(
+                    any(e["state"] == "playing" for e in watch.events.get(n, [])) for n in ids
+                )
+            )
+            await watch.client.publish("edgespeak/all/stop", b"", qos=1)
+            finals = await watch.finals(ids, "long-2")
+    stops = [p for p in watch.plans if p["key"] == "stop"]
+    assert [(s["leader"], s["target"]) for s in stops] == [("alpha", "all")]
+    for node_id, event in finals.items():
+        assert (event["state"], event["error"]) == ("interrupted", "stopped"), (node_id, event)
+    # Each node cut at the same instant, so each played about as much (coarse: 100 ms).
+    played = [len(node.capture.read()) / 2 / 22050 for node in nodes]
+    assert max(played) - min(played) < 0.1, played
+    assert 0 < min(played) < 10  # cut long before its end (about 48 s)
+
+
+async def test_a_follower_without_the_cached_phrase_asks_and_plays_the_relay_in_step(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo"]
+    with group_nodes(ids, broker, tts_server.url, tmp_path, phrases=(DOOR,)) as nodes:
+        for node in nodes:
+            await logged(node.log, "1 of 1 pinned phrases ready")
+        with PhraseCache(nodes[1].cache_dir) as cache:  # bravo loses its copy
+            assert cache.purge() == 1
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": DOOR, "id": "door-2"})
+            first = await watch.finals(ids, "door-2")
+            await watch.announce_all({"text": DOOR, "id": "door-3"})
+            second = await watch.finals(ids, "door-3")
+    assert (first["alpha"]["state"], first["alpha"]["source"]) == ("finished", "cache")
+    assert (first["bravo"]["state"], first["bravo"]["source"]) == ("finished", "relay"), first
+    assert watch.relayed and all(t.endswith("/door-2") for t in watch.relayed)
+    assert sessions(tts_server) == 2  # the warm-ups: nobody synthesised it again
+    # It was cached as relayed: the next time bravo plays it from its own disk.
+    assert (second["bravo"]["state"], second["bravo"]["source"]) == ("finished", "cache")
+    assert len(set(watch.relayed)) == 1
+
+
+async def test_a_node_whose_clock_is_not_synced_plays_at_once_and_says_why(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo"]
+    never = {"bravo": "[group]\nmax_clock_error_ms = 0.000001\n"}  # no estimate is that good
+    with group_nodes(ids, broker, tts_server.url, tmp_path, toml=never):
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": DOOR, "id": "door-4"})
+            finals = await watch.finals(ids, "door-4")
+    alpha, bravo = finals["alpha"]["group"], finals["bravo"]["group"]
+    assert alpha["synced"] is True and "reason" not in alpha  # the reference: synced to itself
+    assert alpha["clock_error_ms"] == 0
+    assert bravo["synced"] is False, bravo
+    assert bravo["reason"].startswith(("clock error bound", "no clock sample")), bravo
+    assert finals["bravo"]["state"] == "finished"

@@ -2,17 +2,18 @@
 phrase from its own cache or from the relay at the plan's instant (§16.3, §16.4).
 
 - The plan is waited for at most the announcement's ``ttl_s`` (payload, else ``[daemon]
-  ttl_s``). Should the leader go away before planning, the next lowest member leads; when
-  that is this node, it leads (:func:`edgespeak.group.lead.lead`).
+  ttl_s``). Should the leader go away (its availability ``offline``) before planning, the
+  next lowest member leads; when that is this node, it leads (:func:`edgespeak.group.lead.lead`).
 - Plan ``cache``: the entry ``cache_key`` from disk; without it, a ``want`` to the leader and
   the relay. Plan ``stream``/``fallback``: the relay.
 - The relay is decoded as it comes and played from the plan's start (mapped through the group
-  clock; frames already past are skipped, so a late node joins in step). A complete relay of
-  a ``stream`` plan (END, frame count matching) is written to the cache under ``cache_key``:
-  next time this node plays it from disk.
+  clock; frames already past are skipped, so a late node joins in step). A complete relay
+  (END, frame count matching) of a ``stream`` or ``cache`` plan is written to the cache under
+  ``cache_key``: next time this node plays it from disk.
 - The leader gone (its availability ``offline``, or no relay message for twice ``[group]
-  margin_stream_ms``): what came plays out, in step, then ``failed``: "the group's leader
-  <id> went away after <s> s" (seconds of audio received). Never paused and resumed.
+  margin_stream_ms`` beyond the audio received and not yet played): what came plays out, in
+  step, then ``failed``: "the group's leader <id> went away after <s> s" (seconds of audio
+  received). Never paused and resumed.
 - A clock not synced: plays at once, unsynchronised; the event says so.
 """
 
@@ -54,10 +55,11 @@ async def follow(node: Node, ann: Announcement, lead: Lead) -> Event:
     leader = leader_of(node, target)
     seen = node.plans.version
     while (got := node.plans.take(key, ann.received_at - PLAN_EARLY_S)) is None:
-        leader = leader_of(node, target)
-        if leader == node.node_id:
-            log.info("the group's leader went away before planning %s: leading it", key)
-            return await lead(ann)
+        if not node.roster.is_live(leader):  # gone (not a member list still filling in)
+            leader = leader_of(node, target)
+            if leader == node.node_id:
+                log.info("the group's leader went away before planning %s: leading it", key)
+                return await lead(ann)
         left = deadline - time.monotonic()
         if left <= 0:
             error = f"no plan from the group's leader {leader} within {ttl_s:g} s"
@@ -92,6 +94,13 @@ async def _from_relay(
     decoder = RelayDecoder(plan.rate_hz)
     received = bytearray()
     gone: list[str] = []  # why the relay stopped early, if it did
+    began: list[float] = [] if start_at is None else [start_at]  # monotonic s of frame 0
+
+    def ahead_s() -> float:
+        """Seconds of audio received and not played yet."""
+        if not began:
+            return 0.0
+        return began[0] + decoder.frames / plan.rate_hz - time.monotonic()
 
     def leader_gone() -> str | None:
         if node.roster.is_live(plan.leader):
@@ -101,13 +110,16 @@ async def _from_relay(
     async def pcm() -> AsyncIterator[bytes]:
         messages = node.inbox.read(
             topic_key(plan.key), not_before=arrived - PLAN_EARLY_S,
-            gap_s=2 * node.settings.group.margin_stream_ms / 1000, gone=leader_gone,
+            gap_s=2 * node.settings.group.margin_stream_ms / 1000, ahead_s=ahead_s,
+            gone=leader_gone,
         )  # fmt: skip
         try:
             async for message in messages:
                 out = decoder.feed(message)
                 received.extend(out)
                 if out:
+                    if not began:  # unsynchronised: it plays from now
+                        began.append(time.monotonic())
                     yield out
                 if decoder.ended:
                     return
@@ -135,7 +147,7 @@ async def _from_relay(
     if decoder.aborted:
         error = f"the group's leader {plan.leader} ended its relay early"
         return node.failed(ann, error, source, report)
-    if plan.source == "stream":
+    if plan.source != "fallback" and decoder.ended:  # the whole phrase, END count matched
         voice = announcement_request(node.settings, ann).get("reference_id")
         voice = voice if isinstance(voice, str) else None
         await store(node, plan.cache_key, bytes(received), plan.rate_hz, ann.text, voice)

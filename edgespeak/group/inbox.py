@@ -68,14 +68,17 @@ class RelayInbox:
         *,
         not_before: float = -math.inf,
         gap_s: float,
+        ahead_s: Callable[[], float] = lambda: 0.0,
         gone: Callable[[], str | None],
     ) -> AsyncGenerator[bytes, None]:
         """Yield the messages of ``key``'s stream opened at ``not_before`` (monotonic s) or
         later, in arrival order, until the one flagged END (the caller's decoder tells:
         the caller stops reading then).
 
-        Raises RelayGap when no message came for ``gap_s`` seconds, or when ``gone()``
-        returns a reason (checked at every wake-up): the sender went away.
+        Raises RelayGap when no message came for ``gap_s`` seconds plus ``ahead_s()`` (the
+        seconds of audio received and not yet played: a provider pausing between sentences
+        while plenty is buffered is no reason to give up), or when ``gone()`` returns a
+        reason (checked at every wake-up): the sender went away.
         """
         i = 0
         since = time.monotonic()
@@ -92,11 +95,12 @@ class RelayInbox:
             waited = time.monotonic() - since
             if why is not None:
                 raise RelayGap(why, waited)
-            if waited >= gap_s:
+            allowed = gap_s + max(0.0, ahead_s())
+            if waited >= allowed:
                 raise RelayGap(f"no relay message for {waited:.2f} s", waited)
             changed = self._changed
             try:
-                async with asyncio.timeout(gap_s - waited):
+                async with asyncio.timeout(allowed - waited):
                     await changed.wait()
             except TimeoutError:
                 pass

@@ -15,6 +15,7 @@ The MQTT inlet (:mod:`edgespeak.inlets.mqtt.group_plan`) feeds :meth:`GroupSpeak
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from edgespeak.audio.alsa import AlsaSink
 from edgespeak.base.announcement import Announcement
@@ -60,6 +61,7 @@ class GroupSpeaker:
             publish, send, clock, roster, PlanBook(), RelayInbox(),
         )  # fmt: skip
         self._leading = Leading()
+        self.on_stop: Callable[[StopAt], None] | None = None  # a group stop came (the inlet)
 
     async def speak(self, ann: Announcement) -> Event:
         """Play ``ann``; returns its final event (``finished`` or ``failed``), published.
@@ -75,6 +77,26 @@ class GroupSpeaker:
         """No other live syncing member of ``target`` is known: play as a lone node does."""
         return not any(m != self._node.node_id for m in self._node.roster.members(target))
 
+    def leads(self, target: str) -> bool | None:
+        """Whether this node leads ``target`` now; None when it knows no other member of it
+        (a group stop then acts at once, as before)."""
+        if self._alone(target):
+            return None
+        return leader_of(self._node, target) == self._node.node_id
+
+    def now_group(self) -> float:
+        """Group time now (s)."""
+        return self._node.clock.now_group()
+
+    def monotonic_at(self, group_t: float) -> float | None:
+        """The ``time.monotonic()`` instant of group time ``group_t`` (s); None when the clock
+        is not synced."""
+        return self._node.mono(group_t)
+
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` on ``topic`` (QoS 1) through the daemon's link."""
+        self._node.send(topic, payload, 1)
+
     async def _lead(self, ann: Announcement) -> Event:
         return await lead(self._node, self._leading, ann)
 
@@ -88,6 +110,8 @@ class GroupSpeaker:
             return
         if isinstance(message, StopAt):
             log.info("group stop from %s at group time %.3f", message.leader, message.at)
+            if self.on_stop is not None and message.leader != self._node.node_id:
+                self.on_stop(message)  # our own was acted on when sent
             return
         self._plan(message, arrived)
 

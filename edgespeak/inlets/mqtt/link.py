@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ from edgespeak.inlets.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 OUTBOX_MESSAGES = 1000  # at least; see outbox_capacity
+SEND_WINDOW = 8  # send(): messages handed to the client and not yet acknowledged, at most
 EVENTS_PER_ANNOUNCEMENT = 4  # received, playing, finished, and one more (a failed newcomer)
 
 
@@ -103,6 +105,8 @@ class MqttLink:
         self.up = asyncio.Event()  # set while connected and subscribed
         self._last_problem: str | None = None
         self._sending: set[asyncio.Task[None]] = set()  # send_now's publications under way
+        self._to_send: deque[tuple[str, bytes, int]] = deque()  # send's, not yet handed over
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def _where(self) -> str:
@@ -142,6 +146,39 @@ class MqttLink:
     async def _send_now(client: aiomqtt.Client, topic: str, build: Callable[[], bytes]) -> None:
         try:
             await client.publish(topic, build(), qos=0)  # build() runs just before the hand-over
+        except aiomqtt.MqttError as exc:
+            log.debug("could not publish on %s: %s", topic, exc)
+
+    def send(self, topic: str, payload: bytes, qos: int) -> None:
+        """Publish at ``qos``, not retained, past the outbox (group plans and relay audio,
+        which must not wait behind the events nor for each other's acknowledgement): handed
+        to the MQTT client in call order, at most ``SEND_WINDOW`` unacknowledged at a time, so
+        one topic's messages stay in order. Dropped while disconnected (worth nothing later)."""
+        client = self._client
+        if client is None:
+            log.debug("not connected: dropped a message for %s", topic)
+            return
+        self._to_send.append((topic, payload, qos))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_all(client), name="send")
+
+    async def _send_all(self, client: aiomqtt.Client) -> None:
+        window: set[asyncio.Task[None]] = set()
+        while self._to_send and self._client is client:
+            topic, payload, qos = self._to_send.popleft()
+            task = asyncio.create_task(self._send(client, topic, payload, qos), name="send-one")
+            for held in (window, self._sending):
+                held.add(task)
+                task.add_done_callback(held.discard)
+            if len(window) >= SEND_WINDOW:
+                await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+        if self._client is not client:
+            self._to_send.clear()
+
+    @staticmethod
+    async def _send(client: aiomqtt.Client, topic: str, payload: bytes, qos: int) -> None:
+        try:
+            await client.publish(topic, payload, qos=qos)
         except aiomqtt.MqttError as exc:
             log.debug("could not publish on %s: %s", topic, exc)
 
