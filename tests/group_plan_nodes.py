@@ -8,15 +8,19 @@ import asyncio
 import contextlib
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 
 from harness.stack import STARTUP_S
 from tests.conftest import AlsaCapture, Broker, TtsServer, daemon_config, daemon_process
+
+GROUP = "margin_hit_ms = 500\nmargin_stream_ms = 1000\n"
 
 
 @dataclass
@@ -94,11 +98,13 @@ class GroupWatch:
 @contextlib.contextmanager
 def group_nodes(
     ids: list[str], broker: Broker, tts_url: str, root: Path, *, pulse: str | None = None,
-    toml: dict[str, str] | None = None, **options: Any,
+    group: dict[str, str] | None = None, **options: Any,
 ) -> Iterator[list[Node]]:  # fmt: skip
     """Start one daemon per id on the provider at ``tts_url`` (``options`` as for
     :func:`daemon_config`); stop them after. ``pulse``: a PulseAudio server whose null sink
-    paces every node's capture in real time. ``toml``: more config text for some nodes."""
+    paces every node's capture in real time. ``group``: more ``[group]`` lines for some
+    nodes. The margins are wide (``GROUP``): on a loaded test machine no node may be late for
+    the start and skip frames, or the captures would not compare byte for byte."""
     nodes = []
     with contextlib.ExitStack() as stack:
         for node_id in ids:
@@ -110,7 +116,7 @@ def group_nodes(
                 cache_dir=workdir / "cache", **options,
             )  # fmt: skip
             text = config.read_text().replace('node_id = "testnode"', f'node_id = "{node_id}"')
-            config.write_text(text + (toml or {}).get(node_id, ""))
+            config.write_text(f"{text}[group]\n{GROUP}{(group or {}).get(node_id, '')}")
             node = Node(node_id, workdir, capture)
             node.proc = stack.enter_context(daemon_process(config, capture, workdir))
             nodes.append(node)
@@ -142,3 +148,34 @@ def sessions(tts: TtsServer) -> int:
     """Sessions the local TTS server has finished (its log)."""
     log = tts.workdir / "server.log"
     return log.read_text().count("session finished") if log.exists() else 0
+
+
+def sound(pcm: bytes) -> bytes:
+    """``pcm`` (s16le) without its zero samples: what a capture says was played, whatever
+    silence the audio layer wrote to place the first frame at its instant."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    return samples[samples != 0].tobytes()
+
+
+def trimmed(pcm: bytes) -> bytes:
+    """``pcm`` (s16le) from its first sample that is not zero: the speech and what followed."""
+    nonzero = np.flatnonzero(np.frombuffer(pcm, dtype="<i2"))
+    return pcm[2 * int(nonzero[0]) :] if len(nonzero) else b""
+
+
+async def sounding(node: Node, seconds: float, rate_hz: int = 22050, timeout_s: float = 30) -> None:
+    """Return once ``node``'s capture holds ``seconds`` of sound (samples not zero)."""
+
+    def poll() -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            pcm = node.capture.read()
+            if (
+                np.count_nonzero(np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2"))
+                >= seconds * rate_hz
+            ):
+                return True
+            time.sleep(0.02)  # polls the real condition, bounded by the deadline
+        return False
+
+    assert await asyncio.to_thread(poll), f"{node.node_id} played no {seconds} s in {timeout_s} s"

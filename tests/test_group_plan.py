@@ -11,7 +11,14 @@ from pathlib import Path
 
 from edgespeak.sources.cache import PhraseCache
 from tests.conftest import Broker, PulseAudio, TtsServer, logged
-from tests.group_plan_nodes import group_nodes, sessions, watch_group
+from tests.group_plan_nodes import (
+    group_nodes,
+    sessions,
+    sound,
+    sounding,
+    trimmed,
+    watch_group,
+)
 from tests.helpers import espeak_pcm
 
 DOOR = "Someone is at the front door."
@@ -36,7 +43,7 @@ async def test_a_cached_phrase_plays_from_every_nodes_disk_on_one_plan(
     assert [p["leader"] for p in watch.plans] == ["alpha"]  # one plan, from the lowest node
     assert watch.plans[0]["source"] == "cache"
     assert sessions(tts_server) == warmed == 2  # no synthesis for the announcement
-    alpha, bravo = (node.capture.read() for node in nodes)
+    alpha, bravo = (sound(node.capture.read()) for node in nodes)
     assert alpha and alpha == bravo
 
 
@@ -61,14 +68,16 @@ async def test_a_new_phrase_is_synthesised_once_relayed_and_then_cached_everywhe
         assert group["key"] == "washer-1" and isinstance(group["synced"], bool), event
         if group["synced"]:
             assert abs(group["start_offset_ms"]) < 1000, event
-    assert heard_first[0] and heard_first[0] == heard_first[1] == heard_first[2]
+    first_sound = [sound(pcm) for pcm in heard_first]
+    assert first_sound[0] and first_sound[0] == first_sound[1] == first_sound[2]
     # The second time every node plays the phrase from its own disk: no session, same bytes.
     for node_id, event in second.items():
         assert (event["state"], event["source"]) == ("finished", "cache"), (node_id, event)
     assert sessions(tts_server) == 1
-    heard = [node.capture.read() for node in nodes]
-    assert heard[0] == heard[1] == heard[2]
-    assert heard[0][len(heard_first[0]) :] == heard_first[0]  # what was relayed, replayed
+    again = [
+        sound(node.capture.read()[len(pcm) :]) for node, pcm in zip(nodes, heard_first, strict=True)
+    ]
+    assert again[0] == again[1] == again[2] == first_sound[0]  # what was relayed, replayed
 
 
 LONG = " ".join(
@@ -92,12 +101,12 @@ async def test_followers_play_what_came_then_fail_when_the_leader_dies_mid_strea
         assert (event["state"], event["source"]) == ("failed", "relay"), (node_id, event)
         assert re.fullmatch(r"the group's leader alpha went away after \d+\.\d s", event["error"])
         assert event["group"]["leader"] == "alpha"
-    bravo, charlie = (node.capture.read() for node in nodes[1:])
+    bravo, charlie = (trimmed(node.capture.read()) for node in nodes[1:])
     # What came before the leader died was played, the same on both, and not all of it came.
-    assert bravo and bravo == charlie
+    assert bravo and sound(bravo) == sound(charlie)
     assert len(bravo) < len(espeak_pcm(LONG))
     seconds = float(finals["bravo"]["error"].rsplit(" ", 2)[-2])
-    assert seconds == round(len(bravo) / 2 / 22050, 1)
+    assert abs(seconds - len(bravo) / 2 / 22050) < 0.1  # what came was played
     for node in nodes[1:]:  # a part is never cached
         assert not list(node.cache_dir.glob("*.wav"))
 
@@ -106,29 +115,28 @@ async def test_a_group_stop_cuts_every_node_at_the_leaders_instant(
     broker: Broker, tts_server: TtsServer, pulse: PulseAudio, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo", "charlie"]
-    loose = dict.fromkeys(ids, "[group]\nmax_clock_error_ms = 5\n")  # a loaded test machine
+    loose = dict.fromkeys(ids, "max_clock_error_ms = 5\n")  # a loaded test machine
     with group_nodes(
-        ids, broker, tts_server.url, tmp_path, pulse=pulse.server, toml=loose
+        ids, broker, tts_server.url, tmp_path, pulse=pulse.server, group=loose
     ) as nodes:
         for node in nodes[1:]:  # each starts at the plan's instant, not at once
             await logged(node.log, "group clock synced to alpha")
         async with watch_group(broker, ids) as watch:
             await watch.announce_all({"text": LONG, "id": "long-2"})
-            await watch.until(
-                lambda: all(
-                    any(e["state"] == "playing" for e in watch.events.get(n, [])) for n in ids
-                )
-            )
+            for node in nodes:  # speech heard, not only the silence placing it
+                await sounding(node, 0.3)
             await watch.client.publish("edgespeak/all/stop", b"", qos=1)
             finals = await watch.finals(ids, "long-2")
     stops = [p for p in watch.plans if p["key"] == "stop"]
     assert [(s["leader"], s["target"]) for s in stops] == [("alpha", "all")]
     for node_id, event in finals.items():
         assert (event["state"], event["error"]) == ("interrupted", "stopped"), (node_id, event)
-    # Each node cut at the same instant, so each played about as much (coarse: 100 ms).
-    played = [len(node.capture.read()) / 2 / 22050 for node in nodes]
-    assert max(played) - min(played) < 0.1, played
-    assert 0 < min(played) < 10  # cut long before its end (about 48 s)
+    # Each node cut at the leader's instant (coarse: within 100 ms; the bytes captured say
+    # what was handed to ALSA, which runs ahead of what is heard by a varying amount).
+    cut = [event["at"] for event in finals.values()]
+    assert max(cut) - min(cut) < 0.1, finals
+    played = [len(trimmed(node.capture.read())) / 2 / 22050 for node in nodes]
+    assert 0.3 <= min(played) and max(played) < 10, played  # cut long before its end (48 s)
 
 
 async def test_a_follower_without_the_cached_phrase_asks_and_plays_the_relay_in_step(
@@ -158,8 +166,8 @@ async def test_a_node_whose_clock_is_not_synced_plays_at_once_and_says_why(
     broker: Broker, tts_server: TtsServer, tmp_path: Path
 ) -> None:
     ids = ["alpha", "bravo"]
-    never = {"bravo": "[group]\nmax_clock_error_ms = 0.000001\n"}  # no estimate is that good
-    with group_nodes(ids, broker, tts_server.url, tmp_path, toml=never):
+    never = {"bravo": "max_clock_error_ms = 0.000001\n"}  # no estimate is that good
+    with group_nodes(ids, broker, tts_server.url, tmp_path, group=never):
         async with watch_group(broker, ids) as watch:
             await watch.announce_all({"text": DOOR, "id": "door-4"})
             finals = await watch.finals(ids, "door-4")

@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 from edgespeak.sources.espeak import EspeakEngine
 from edgespeak.wire import fish as fp
 from tests.conftest import Broker
-from tests.group_plan_nodes import group_nodes, watch_group
+from tests.group_plan_nodes import group_nodes, sound, watch_group
 from tests.helpers import serving_live
 
 TEXT = "The laundry in the basement is done and the dryer is free now. Please fetch it soon."
@@ -63,5 +63,5 @@ async def test_a_provider_pause_with_audio_buffered_is_not_the_leader_gone(
     assert (finals["alpha"]["state"], finals["alpha"]["source"]) == ("finished", "stream")
     assert (finals["bravo"]["state"], finals["bravo"]["source"]) == ("finished", "relay"), finals
     assert sessions == 1
-    alpha, bravo = (node.capture.read() for node in nodes)
+    alpha, bravo = (sound(node.capture.read()) for node in nodes)
     assert alpha and alpha == bravo

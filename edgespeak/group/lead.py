@@ -35,6 +35,7 @@ from edgespeak.providers.fish_request import announcement_request
 from edgespeak.sources.cache import phrase_key
 
 PCM = AsyncGenerator[bytes, None]
+OFFER_SLACK_S = 1.0  # a cached phrase stays offered this long past its planned end
 
 
 @dataclass
@@ -52,6 +53,17 @@ class Leading:
 
     offers: dict[str, Offer] = field(default_factory=dict)
     relays: dict[str, asyncio.Task[bytes]] = field(default_factory=dict)
+    wanted: set[asyncio.Task[None]] = field(default_factory=set)  # relays of cached phrases
+
+    def offer(self, key: str, offer: Offer, for_s: float) -> None:
+        """Offer ``offer`` for the next ``for_s`` seconds."""
+        self.offers[topic_key(key)] = offer
+
+        def withdraw() -> None:
+            if self.offers.get(topic_key(key)) is offer:
+                del self.offers[topic_key(key)]
+
+        asyncio.get_running_loop().call_later(max(0.0, for_s), withdraw)
 
     def want(self, node: Node, key: str) -> None:
         """A follower asked for ``key``: relay the offered phrase, once."""
@@ -60,9 +72,9 @@ class Leading:
             return
         offer.relayed = True
         log.info("relaying the cached group phrase %s on request", key)
-        encoder = RelayEncoder(offer.rate_hz)
-        for message in [*encoder.feed(offer.pcm), *encoder.finish()]:
-            node.send(node.topics.audio(key), message, 1)
+        task = asyncio.create_task(_relay_cached(node, key, offer), name=f"relay-{key[:8]}")
+        self.wanted.add(task)
+        task.add_done_callback(self.wanted.discard)
 
     def outranked(self, key: str) -> None:
         """A lower leader planned ``key`` too: stop relaying it (§16.3)."""
@@ -94,16 +106,14 @@ async def lead(node: Node, leading: Leading, ann: Announcement) -> Event:
             start_local = node.clock.local.now() + g.margin_hit_ms / 1000
             plan = _plan(node, ann, start_local, "cache", cache_key, cached.rate_hz)
             start_at = node.mono(plan.start)
-            offer = leading.offers[topic_key(key)] = Offer(cached.pcm, cached.rate_hz)
-            try:
-                playback = await play_at(
-                    node.sink, _one(cached.pcm), cached.rate_hz, start_at,
-                    lead_in_ms=ann.lead_in_ms, gain=gain(ann),
-                    on_begin=node.playing(ann, "cache"),
-                )  # fmt: skip
-            finally:
-                if leading.offers.get(topic_key(key)) is offer:
-                    del leading.offers[topic_key(key)]
+            # Offered until the phrase's planned end: a follower may ask after this node's
+            # device has taken it all (a want comes back a broker round trip later).
+            ends = start_local + len(cached.pcm) / 2 / cached.rate_hz + OFFER_SLACK_S
+            leading.offer(key, Offer(cached.pcm, cached.rate_hz), ends - node.clock.local.now())
+            playback = await play_at(
+                node.sink, _one(cached.pcm), cached.rate_hz, start_at,
+                lead_in_ms=ann.lead_in_ms, gain=gain(ann), on_begin=node.playing(ann, "cache"),
+            )  # fmt: skip
             return node.finished(
                 ann, "cache", playback, node.report(key, node.node_id, playback, start_at)
             )
@@ -134,6 +144,18 @@ async def lead(node: Node, leading: Leading, ann: Announcement) -> Event:
         return node.finished(ann, audio.source, playback, report, reason=audio.reason)
     except EdgespeakError as exc:
         return node.failed(ann, str(exc), None, node.report(key, node.node_id, None, start_at))
+
+
+async def _relay_cached(node: Node, key: str, offer: Offer) -> None:
+    """Relay a cached phrase, encoded a second of audio at a time on a thread (a long phrase
+    would hold the event loop for a while on a Pi), each part published as it is ready."""
+    encoder = RelayEncoder(offer.rate_hz)
+    step = 2 * offer.rate_hz  # bytes of one second
+    for at in range(0, len(offer.pcm), step):
+        for message in await asyncio.to_thread(encoder.feed, offer.pcm[at : at + step]):
+            node.send(node.topics.audio(key), message, 1)
+    for message in encoder.finish():
+        node.send(node.topics.audio(key), message, 1)
 
 
 def _plan(
