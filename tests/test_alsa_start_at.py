@@ -88,15 +88,17 @@ async def test_a_chime_takes_the_instant_and_the_speech_follows_it(tmp_path: Pat
     out = tmp_path / "out.raw"
     chime_pcm, speech = dc(1102, 5000), dc(2205, 12000)
     async with sink_on(capture(out), fade_ms=0) as sink:
-        start_at = time.monotonic() + 0.2
+        before = time.monotonic()
+        start_at = before + 0.2
         chime = await sink.begin(RATE, lead_in_ms=30, start_at=start_at)
         await sink.write(chime, chime_pcm)
         sink.end_nowait(chime)
         playback = await play(sink, speech)
+        after = time.monotonic()
     got = s16(out.read_bytes())
     silence = leading_zeros(got)
     assert silence == chime.playback.lead_in_frames
-    assert RATE * 0.15 < silence <= RATE * 0.2
+    assert round((start_at - after) * RATE) <= silence <= round((start_at - before) * RATE)
     assert got[silence:].tobytes() == chime_pcm + speech
     assert playback.lead_in_frames == 0 and playback.start_offset_s is None
 
@@ -109,10 +111,10 @@ async def test_keep_open_silence_queued_is_counted_not_added(
     (all of it played, none taken back) and its own silence, nothing else."""
     out = tmp_path / "out.raw"
     first, speech = dc(2205, 3000), dc(2205, 12000)
-    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=2) as sink:
+    async with sink_on(paced(out, pulse), fade_ms=0, keep_open_s=2, buffer_ms=200) as sink:
         await play(sink, first, 8820)
         await asyncio.sleep(0.1)  # the stimulus: the device idles on silence a while
-        start_at = time.monotonic() + 0.3
+        start_at = time.monotonic() + 0.6  # more than the two buffers the plugin queues
         playback = await play(sink, speech, 8820, start_at=start_at)
         underruns = sink.underruns
     got = s16(out.read_bytes())
@@ -122,8 +124,8 @@ async def test_keep_open_silence_queued_is_counted_not_added(
     assert playback.gap_frames is not None and playback.gap_frames > 0
     assert between == playback.gap_frames + playback.lead_in_frames
     assert got[2205 + between : 2205 + between + 2205].tobytes() == speech
-    # the time left less what was queued: less than the whole 300 ms
-    assert 0 < playback.lead_in_frames < RATE * 0.3
+    # the time left less what was queued: less than the whole 600 ms
+    assert 0 < playback.lead_in_frames < RATE * 0.6
 
 
 async def test_a_first_chunk_shorter_than_the_fade_waits_for_more(tmp_path: Path) -> None:
@@ -136,8 +138,10 @@ async def test_a_first_chunk_shorter_than_the_fade_waits_for_more(tmp_path: Path
         start_at = time.monotonic() + 0.2
         long = await play(sink, speech, 100, start_at=start_at)
         await sink.wait_idle()
-        start_at = time.monotonic() + 0.1
+        before = time.monotonic()
+        start_at = before + 0.1
         tiny = await play(sink, short, 100, start_at=start_at)
+        after = time.monotonic()
     got = s16(out.read_bytes())
     first = leading_zeros(got)
     assert first == long.lead_in_frames + 1  # the fade-in's first sample is 0
@@ -145,7 +149,8 @@ async def test_a_first_chunk_shorter_than_the_fade_waits_for_more(tmp_path: Path
     assert np.all(heard[FADE:-FADE] == 12000) and long.frames == 2205
     rest = got[first - 1 + 2205 :]
     assert leading_zeros(rest) == tiny.lead_in_frames + 1 and tiny.frames == 100
-    assert RATE * 0.05 < tiny.lead_in_frames <= RATE * 0.1
+    silence = tiny.lead_in_frames
+    assert round((start_at - after) * RATE) <= silence <= round((start_at - before) * RATE)
 
 
 async def test_an_utterance_aborted_before_its_instant_is_never_heard(
@@ -159,8 +164,8 @@ async def test_an_utterance_aborted_before_its_instant_is_never_heard(
         await asyncio.sleep(0.2)  # the stimulus: aborted while its silence plays
         cut = await sink.abort(utt)
     got = s16(out.read_bytes())
-    assert cut.interrupted and cut.frames == 0 and len(got) == cut.lead_in_frames
-    assert not np.any(got)
+    assert cut.interrupted and cut.frames == 0 and cut.lead_in_frames > 0
+    assert len(got) >= cut.lead_in_frames and not np.any(got)  # (an underrun's pre-roll too)
 
 
 async def test_a_start_instant_must_be_a_number(tmp_path: Path) -> None:
