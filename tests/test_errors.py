@@ -9,7 +9,13 @@ import pkgutil
 
 import edgespeak
 from edgespeak.base import errors
-from edgespeak.base.errors import CacheError, EdgespeakError, RequestError, TtsError
+from edgespeak.base.errors import (
+    AudioFormatError,
+    CacheError,
+    EdgespeakError,
+    RequestError,
+    TtsError,
+)
 
 
 def defined_exceptions() -> dict[str, type[BaseException]]:
@@ -51,6 +57,8 @@ def test_the_classes_defined_beside_their_modules_are_on_their_branch() -> None:
         "UnknownVoice": TtsError,
         "EngineError": TtsError,
         "ChimeError": EdgespeakError,
+        "RelayGap": TtsError,
+        "RelayError": AudioFormatError,
     }
     for name, parent in branch.items():
         assert issubclass(classes[name], parent), name

@@ -177,3 +177,18 @@ async def test_a_node_whose_clock_is_not_synced_plays_at_once_and_says_why(
     assert bravo["synced"] is False, bravo
     assert bravo["reason"].startswith(("clock error bound", "no clock sample")), bravo
     assert finals["bravo"]["state"] == "finished"
+
+
+async def test_a_chimed_announcement_plays_on_each_node_as_before(
+    broker: Broker, tts_server: TtsServer, tmp_path: Path
+) -> None:
+    ids = ["alpha", "bravo"]
+    with group_nodes(ids, broker, tts_server.url, tmp_path):
+        async with watch_group(broker, ids) as watch:
+            await watch.announce_all({"text": DOOR, "id": "door-5", "chime": "doorbell"})
+            finals = await watch.finals(ids, "door-5")
+    for node_id, event in finals.items():  # each synthesised and chimed it on its own
+        assert (event["state"], event["source"]) == ("finished", "stream"), (node_id, event)
+        assert "group" not in event and event["chime_gap_ms"] is not None
+    assert watch.plans == [] and watch.relayed == []
+    assert sessions(tts_server) == 2

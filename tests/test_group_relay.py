@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from edgespeak.group.inbox import MAX_STREAMS, RelayGap, RelayInbox
 from edgespeak.group.relay import (
     HEADER,
     Message,
@@ -103,3 +104,23 @@ def test_an_abort_ends_the_relay_without_trimming_to_a_count() -> None:
     assert 0 < len(out) <= len(pcm) // 2
     with pytest.raises(RelayError, match="after the END"):
         decoder.feed(messages[0])
+
+
+async def test_the_inbox_keeps_a_bounded_number_of_streams() -> None:
+    inbox = RelayInbox()
+    first = Message(0, 0, False, (b"x",)).to_bytes()
+    for n in range(MAX_STREAMS + 5):
+        inbox.add(f"key-{n}", first, arrived=1.0)
+    got = await _read_one(inbox, f"key-{MAX_STREAMS + 4}")
+    assert got == [first]
+    with pytest.raises(RelayGap):  # the oldest stream was dropped for the newest
+        async for _ in inbox.read("key-0", gap_s=0.01, gone=lambda: None):
+            pass
+
+
+async def _read_one(inbox: RelayInbox, key: str) -> list[bytes]:
+    reader = inbox.read(key, gap_s=1.0, gone=lambda: None)
+    try:
+        return [await anext(reader)]
+    finally:
+        await reader.aclose()

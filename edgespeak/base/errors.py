@@ -13,8 +13,10 @@
     ├── TtsError             a TTS provider or engine did not deliver audio
     │   ├── TtsUnavailable, TtsRejected, TtsProtocolError
     │   ├── UnknownVoice         providers/voices.py: no voice with that id
-    │   └── EngineError          sources/espeak.py: espeak-ng failed
+    │   ├── EngineError          sources/espeak.py: espeak-ng failed
+    │   └── RelayGap             group/inbox.py: the group's leader stopped relaying
     ├── AudioFormatError     audio bytes cannot be parsed or decoded
+    │   └── RelayError           group/relay.py: a relay message cannot be used
     ├── AudioDeviceError     the ALSA output cannot be opened or written
     ├── CacheError           the phrase cache cannot be read or written
     │   └── IndexUnavailable     sources/cache/index.py: index closed, unusable or corrupt

@@ -4,7 +4,9 @@ The relay of one announcement (docs/protocols.md §16.4) may arrive before this 
 scheduler gets to it (it was playing something else): the messages wait here. A message with
 ``seq`` 0 opens a new stream for its key (the same phrase announced again without an ``id``
 has the same key), so a follower reads the stream that began at or after its plan came.
-A stream nobody read is forgotten ``KEEP_S`` seconds after its last message.
+A stream nobody read is forgotten ``KEEP_S`` seconds after its last message; at most
+``MAX_STREAMS`` streams of ``MAX_MESSAGES`` messages are kept (memory on a 512 MB Pi, whatever
+is published to the relay topics).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
+from edgespeak.base.errors import TtsUnavailable
+
 KEEP_S = 60.0
+MAX_STREAMS = 32  # streams kept at once; the oldest goes first (a flood of keys)
+MAX_MESSAGES = 6000  # per stream: 6 minutes of speech, far over the longest announcement
 _SEQ = struct.Struct(">I")
 
 
-class RelayGap(Exception):
+class RelayGap(TtsUnavailable):
     """The relay stopped: no message for the allowed gap, or its sender went away.
     ``waited_s``: seconds since the last message (or since reading began)."""
 
@@ -52,7 +58,12 @@ class RelayInbox:
         (seq,) = _SEQ.unpack_from(message)
         stream = self._streams.get(key)
         if seq == 0 or stream is None:
+            self._streams.pop(key, None)
+            while len(self._streams) >= MAX_STREAMS:
+                del self._streams[next(iter(self._streams))]
             stream = self._streams[key] = _Stream(arrived)
+        if len(stream.messages) >= MAX_MESSAGES:
+            return
         stream.messages.append(message)
         stream.last = arrived
         self.wake()

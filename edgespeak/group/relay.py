@@ -25,6 +25,7 @@ import numpy as np
 import opuslib_next
 import soxr
 
+from edgespeak.base.errors import AudioFormatError
 from edgespeak.base.pcm import FRAME_BYTES
 
 HEADER = struct.Struct(">IIHH")  # seq, granule (frames so far), flags, reserved
@@ -37,7 +38,7 @@ _MAX_PACKET = 1275  # RFC 6716 §3.2.1: the longest Opus packet, bytes
 _MAX_FRAME_S = 0.12  # the longest Opus frame
 
 
-class RelayError(ValueError):
+class RelayError(AudioFormatError):
     """A relay message that cannot be used: malformed, out of sequence, corrupt Opus."""
 
 

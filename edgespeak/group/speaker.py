@@ -3,9 +3,10 @@
 A group announcement (``Announcement.group`` set by the MQTT inlet: it came on ``all`` or a
 group topic, its payload's ``sync`` is not false and ``[group] sync`` is on here) is led
 (:mod:`edgespeak.group.lead`) when this node is the lowest live syncing member of its target,
-else followed (:mod:`edgespeak.group.follow`). Anything else, and a group announcement on a
-node that knows no other live member of its target, goes to the
-:class:`~edgespeak.speaking.speaker.Speaker` as before.
+else followed (:mod:`edgespeak.group.follow`). Anything else goes to the
+:class:`~edgespeak.speaking.speaker.Speaker` as before, and so does a group announcement on a
+node that knows no other live member of its target, or one with a ``chime`` (chimes are not
+placed at the group's instant yet).
 
 The MQTT inlet (:mod:`edgespeak.inlets.mqtt.group_plan`) feeds :meth:`GroupSpeaker.on_plan`,
 :meth:`~GroupSpeaker.on_audio`, :meth:`~GroupSpeaker.on_want` and
@@ -68,6 +69,9 @@ class GroupSpeaker:
         Never raises for a failure of the provider, the device, the relay or the group;
         cancelled (interrupted, stopped), it fades out and re-raises."""
         if ann.group is None or ann.group_key is None or self._alone(ann.group):
+            return await self._speaker.speak(ann)
+        if ann.chime is not None:  # not placed at the group's instant yet: as before
+            log.info("%s has a chime: played on this node alone, not in step", ann.id)
             return await self._speaker.speak(ann)
         if leader_of(self._node, ann.group) == self._node.node_id:
             return await self._lead(ann)
