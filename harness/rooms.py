@@ -28,8 +28,9 @@ import signal
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -246,22 +247,25 @@ class Rooms:
         return {n.node_id: n.recording for n in self.nodes.values() if n.recording is not None}
 
     def stop(self) -> None:
-        """Stop everything started (recordings first); idempotent."""
-        for node in self.nodes.values():
-            if node.recorder is not None:
-                node.recorder.close()
-        for name in self.nodes:
-            self.stop_node(name)
-        if self.link is not None:
-            self.link.stop()
-        self.server.stop()
-        self.broker.stop()
-        for node in self.nodes.values():
-            if node.pulse is not None:
-                node.pulse.stop()
+        """Stop everything started (recordings first); idempotent. Every step is taken even
+        when one fails (no process is left behind); then the first failure is raised."""
+        steps: list[Callable[[], None]] = []
+        steps += [n.recorder.close for n in self.nodes.values() if n.recorder is not None]
+        steps += [partial(self.stop_node, name) for name in self.nodes]
+        steps += [self.link.stop] if self.link is not None else []
+        steps += [self.server.stop, self.broker.stop]
+        steps += [n.pulse.stop for n in self.nodes.values() if n.pulse is not None]
+        failures: list[Exception] = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # go on: stop the rest, raise after
+                failures.append(exc)
         for short in self._short:
             shutil.rmtree(short, ignore_errors=True)
         self._short.clear()
+        if failures:
+            raise failures[0]
 
     def __enter__(self) -> Rooms:
         try:
