@@ -22,11 +22,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import cache_hit, capacity, footprint, heard, latency, piper, playback, stream
+from bench import (
+    cache_hit,
+    capacity,
+    footprint,
+    heard,
+    latency,
+    piper,
+    playback,
+    rooms,
+    stream,
+)
 from bench.common import Result, Row, load_average, machine
 
 BENCHES: dict[str, ModuleType] = {
-    m.NAME: m for m in (cache_hit, stream, heard, footprint, capacity, piper, playback)
+    m.NAME: m for m in (cache_hit, stream, heard, rooms, footprint, capacity, piper, playback)
 }
 EXTRAS: dict[str, ModuleType] = {latency.NAME: latency}  # not in ``all``
 HERE = Path(__file__).resolve().parent

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, base_env
 
 SMALLEST = [
@@ -60,3 +62,25 @@ def test_each_benchmark_runs_and_writes_its_rows(tmp_path: Path) -> None:
     daemon = benches["piper"]["summary"]["daemon"]
     assert "worker PSS" not in daemon["espeak-ng fallback"]  # no worker without Piper
     assert daemon["Piper fallback"]["worker PSS"] > daemon["Piper fallback"]["daemon PSS"]
+
+
+@pytest.mark.timeout(240)
+def test_rooms_benchmark_runs_and_writes_its_rows(tmp_path: Path) -> None:
+    """bench rooms (its own test: three real-time sinks, sync off and, once built, on: a
+    minute or two)."""
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "rooms", "-n", "4", "--quick", "--out", str(out)],
+        cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=220,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert "rooms: sync " in done.stdout  # the setting it ran with is printed
+    result = json.loads(out.read_text())["benches"]["rooms"]
+    assert "error" not in result and result["quick"] is True
+    for mode in result["summary"].values():
+        if not isinstance(mode, dict):
+            continue  # the added latency, a number
+        for kind in ("miss", "hit"):
+            assert mode[kind]["spread_ms"]["n"] == 2 and mode[kind]["spread_ms"]["max"] >= 0
+        assert mode["miss"]["sessions"] and mode["hit"]["sessions"] == [0, 0]
+        assert all(v > 0 for v in mode["broker_bytes_per_speech_s"].values())

@@ -22,8 +22,9 @@ class GroupConfig(Section):
     pings once synced (a burst of 8 is sent on (re)connect and on a reference change).
     ``max_clock_error_ms``: the clock counts as synced only while its error bound (ms) is at
     most this (10: the bound is a worst case, half the quickest round trip and more, so a
-    node a few ms uncertain still lands far closer to the plan than one that plays at once). ``test_clock_offset_s`` (seconds) and ``test_clock_drift_ppm`` (parts per
-    million): TEST ONLY, they skew this node's local clock to
+    node a few ms uncertain still lands far closer to the plan than one that plays at once).
+    ``test_clock_offset_s`` (seconds) and ``test_clock_drift_ppm`` (parts per million): TEST
+    ONLY, they skew this node's local clock to
     ``monotonic * (1 + drift_ppm / 1e6) + offset_s``; leave them at 0 in production.
     """
 

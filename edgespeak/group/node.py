@@ -104,19 +104,24 @@ class Node:
     def report(
         self, key: str, leader: str, playback: Playback | None, start_at: float | None
     ) -> dict[str, object]:
-        """The ``group`` field of a ``finished``/``failed`` event."""
+        """The ``group`` field of a ``finished``/``failed`` event. ``start_at``: the instant it
+        was placed at, None when the node played it at once (its clock was not synced when it
+        decided: :meth:`mono`), which is what ``synced`` reports; the clock may have changed
+        since, so its state now does not decide it."""
         offset = start_offset_s(playback, start_at) if playback is not None else None
         error = self.clock.error_s
-        reason = self.clock.reason
+        synced = start_at is not None
         body: dict[str, object] = {
             "key": key,
             "leader": leader,
             "start_offset_ms": None if offset is None else round(offset * 1000, 1),
             "clock_error_ms": round(error * 1000, 3) if math.isfinite(error) else None,
-            "synced": reason is None and start_at is not None,
+            "synced": synced,
         }
-        if reason is not None:
-            body["reason"] = reason
+        if not synced and playback is not None:  # it played, at once: why
+            body["reason"] = self.clock.reason or "the clock was not synced when it started"
+        elif not synced and self.clock.reason is not None:
+            body["reason"] = self.clock.reason
         return {k: v for k, v in body.items() if v is not None}
 
     def playing(self, ann: Announcement, source: Source) -> Callable[[Utterance], None]:

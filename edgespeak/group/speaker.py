@@ -15,7 +15,9 @@ The MQTT inlet (:mod:`edgespeak.inlets.mqtt.group_plan`) feeds :meth:`GroupSpeak
 
 from __future__ import annotations
 
+import importlib
 import json
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -64,6 +66,7 @@ class GroupSpeaker:
             publish, send, clock, roster, PlanBook(), RelayInbox(),
         )  # fmt: skip
         self._leading: Leading | None = None  # made on the first lead: see _lead
+        self._warming = False  # the group paths are being (or were) imported: members_changed
         self.on_stop: Callable[[StopAt], None] | None = None  # a group stop came (the inlet)
 
     async def speak(self, ann: Announcement) -> Event:
@@ -166,6 +169,18 @@ class GroupSpeaker:
             self._leading.want(self._node, key)
 
     def members_changed(self) -> None:
-        """The live members changed: followers waiting on a plan or a relay look again."""
+        """The live members changed: followers waiting on a plan or a relay look again. The
+        first time another node is live, the leader's and follower's code (the relay's Opus
+        codec, numpy and soxr: tens of ms to import, more on a Pi) is imported in a thread, so
+        the first relayed phrase does not wait for it on the event loop and start late."""
         self._node.plans.wake()
         self._node.inbox.wake()
+        if not self._warming and not self._alone("all"):
+            self._warming = True
+            threading.Thread(target=_import_group_paths, name="edgespeak-group-import").start()
+
+
+def _import_group_paths() -> None:
+    """Import what leading and following need (a thread's work: :meth:`members_changed`)."""
+    for name in ("edgespeak.group.lead", "edgespeak.group.follow", "numpy", "soxr"):
+        importlib.import_module(name)
