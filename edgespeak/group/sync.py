@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -65,7 +66,7 @@ class ClockSync:
         self._sent: dict[int, float] = {}  # seq -> t1 of the pings sent, awaiting their pong
         self._wake = asyncio.Event()
         self._burst = True
-        self._said: tuple[str | None, bool] | None = None  # (reference, synced) logged
+        self._said: tuple[str | None, str | None] | None = None  # (reference, reason kind) logged
 
     def topic(self, node: str, kind: str) -> str:
         """``<prefix>/<node>/clock/<kind>`` (kind ``ping`` or ``pong``)."""
@@ -124,10 +125,12 @@ class ClockSync:
         self.report()
 
     def report(self) -> None:
-        """Log when the clock becomes synced (INFO) or stops being synced (WARNING, why)."""
+        """Log when the clock becomes synced (INFO), stops being synced, or stays unsynced for
+        another kind of reason (WARNING, why: a bound grown too large, then the reference silent,
+        are two lines; the figures within one kind do not make new ones)."""
         clock = self.clock
         reason = clock.reason
-        said = (clock.reference, reason is None)
+        said = (clock.reference, None if reason is None else re.sub(r"[-+\d.]+", "#", reason))
         if said == self._said:
             return
         self._said = said
