@@ -33,6 +33,7 @@ from edgespeak.group.plan import Plan, PlanSource
 from edgespeak.group.relay import RelayDecoder, RelayEncoder
 from edgespeak.providers.fish_request import announcement_request
 from edgespeak.sources.cache import phrase_key
+from edgespeak.speaking.speaker import prepend
 
 PCM = AsyncGenerator[bytes, None]
 OFFER_SLACK_S = 1.0  # a cached phrase stays offered this long past its planned end
@@ -229,9 +230,9 @@ async def _first_audio(
         spoken = live.synthesize(ann.text)
         head = await anext(spoken)
         log.warning("group announcement %s from the fallback: %s", ann.id, problem)
-        return _Audio("fallback", _prepend(head, spoken), live.rate_hz, str(problem))
+        return _Audio("fallback", prepend(head, spoken), live.rate_hz, str(problem))
     assert flight.rate_hz is not None
-    return _Audio("stream", _prepend(first, pcm), flight.rate_hz)
+    return _Audio("stream", prepend(first, pcm), flight.rate_hz)
 
 
 async def _one(pcm: bytes) -> PCM:
@@ -242,12 +243,3 @@ async def _drain(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
     while (pcm := await queue.get()) is not None:
         if pcm:
             yield pcm
-
-
-async def _prepend(first: bytes, rest: PCM) -> PCM:
-    yield first
-    try:
-        async for item in rest:
-            yield item
-    finally:
-        await rest.aclose()

@@ -231,7 +231,7 @@ class Speaker:
             return _Audio("fallback", pcm, lambda: fallback.rate_hz, reason,
                           fallback.voice, fallback.engine)  # fmt: skip
         voice, engine = request.get("reference_id"), self._settings.tts.provider
-        return _Audio("stream", _prepend(first, pcm), lambda: flight.rate_hz, None, voice, engine)
+        return _Audio("stream", prepend(first, pcm), lambda: flight.rate_hz, None, voice, engine)
 
     def _renderer(self, key: str, request: dict[str, Any]) -> tuple[str | None, str]:
         """(voice, engine) of a cached phrase: the Piper voice that rendered it for the
@@ -346,7 +346,8 @@ async def _aiter(items: Iterable[bytes]) -> PCM:
         yield item
 
 
-async def _prepend(first: bytes, rest: PCM) -> PCM:
+async def prepend(first: bytes, rest: PCM) -> PCM:
+    """``first`` (bytes of PCM), then what ``rest`` yields; ``rest`` is closed either way."""
     yield first
     try:
         async for item in rest:
