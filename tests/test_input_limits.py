@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 from edgespeak.inlets import rate_limit
 from edgespeak.inlets.rate_limit import TopicRateLimit
@@ -27,7 +28,8 @@ def test_rate_limit_starts_no_thread_per_announcement() -> None:
     """limits' MemoryStorage started a timer thread on a hit once its last one had run out:
     a thread per announcement, on the event loop, on the way to the speaker (issue 17)."""
     limit = TopicRateLimit("20/minute")
-    limit._limiter.storage.timer.join()  # the one the library starts when the storage is made
+    library_storage: Any = limit._limiter.storage
+    library_storage.timer.join()  # the one the library starts when the storage is made
     before = set(threading.enumerate())
     assert limit.allow("edgespeak/all/announce")
     assert limit.allow("edgespeak/kitchen/announce")
