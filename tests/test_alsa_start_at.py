@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgespeak.audio.device import PcmDevice
-from edgespeak.audio.pcm_delay import pcm_handle
+from edgespeak.audio.libasound import pcm_handle
 from harness.stack import PulseAudio
 from tests.alsa_sink import (
     FADE,

@@ -1,20 +1,28 @@
-"""``snd_pcm_delay`` for a pyalsaaudio PCM: the frames a frame written now waits before it is
-heard, which pyalsaaudio 0.11 does not expose (it has ``avail()`` and ``htimestamp()``, both
-read from the ring buffer pointer only).
+"""Calls into libasound on the ``snd_pcm_t *`` of a pyalsaaudio PCM, for what pyalsaaudio 0.11
+does not expose (``snd_pcm_delay``) or calls holding the GIL (``snd_pcm_drop``,
+``snd_pcm_prepare``).
 
-The pointer is not the delay on every device. The PulseAudio plugin moves it when the server
-takes frames into its own buffer (a buffer of them right at the start), so ``buffer - avail``
-misses up to a buffer of what is still to be heard; its ``snd_pcm_delay`` asks the server for
-the stream's latency (``pa_stream_get_latency``), interpolated between updates: measured here
-within a frame of what was written less what had played. On a hardware PCM it is the pointer
-plus the driver's own FIFO/codec delay.
+``snd_pcm_delay``: the frames a frame written now waits before it is heard. pyalsaaudio has
+``avail()`` and ``htimestamp()``, both read from the ring buffer pointer only, and the pointer
+is not the delay on every device. The PulseAudio plugin moves it when the server takes frames
+into its own buffer (a buffer of them right at the start), so ``buffer - avail`` misses up to a
+buffer of what is still to be heard; its ``snd_pcm_delay`` asks the server for the stream's
+latency (``pa_stream_get_latency``), interpolated between updates: measured here within a
+frame of what was written less what had played. On a hardware PCM it is the pointer plus the
+driver's own FIFO/codec delay.
 
-So it is called through ctypes on the ``snd_pcm_t *`` pyalsaaudio keeps in its PCM object
-(``alsapcm_t`` in pyalsaaudio 0.11's alsaaudio.c, mirrored by :class:`_PcmObject`). The mirror
-is trusted only when the object has exactly that size and its fields hold what the PCM was
-opened with (playback, mono, s16le, the rate); else :func:`pcm_handle` returns None and the
-caller falls back to the pointer. libasound is the library pyalsaaudio is linked to (one copy
-per process: same soname).
+``snd_pcm_drop`` then ``snd_pcm_prepare`` (:func:`pcm_drop`): pyalsaaudio's ``drop()`` keeps
+the GIL, and its ``write()`` prepares a dropped PCM keeping the GIL too. On the PulseAudio
+plugin the two are round trips to the server (cork and flush; then the stream is recreated:
+``pulse_prepare`` in alsa-plugins' ``pcm_pulse.c``), a millisecond or more during which no
+other thread of the daemon could run. A ctypes call releases the GIL.
+
+The ``snd_pcm_t *`` comes from pyalsaaudio's PCM object (``alsapcm_t`` in pyalsaaudio 0.11's
+alsaaudio.c, mirrored by :class:`_PcmObject`). The mirror is trusted only when the object has
+exactly that size and its fields hold what the PCM was opened with (playback, mono, s16le, the
+rate); else :func:`pcm_handle` returns None and the caller uses pyalsaaudio's own calls (and
+the pointer for the delay). libasound is the library pyalsaaudio is linked to (one copy per
+process: same soname).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ class _PcmObject(ctypes.Structure):
 
 @functools.cache
 def _libasound() -> ctypes.CDLL | None:
-    """libasound with ``snd_pcm_delay`` declared, or None when it cannot be loaded."""
+    """libasound with the calls used here declared, or None when it cannot be loaded."""
     for name in ("libasound.so.2", ctypes.util.find_library("asound")):
         if not name:
             continue
@@ -60,6 +68,9 @@ def _libasound() -> ctypes.CDLL | None:
             continue
         lib.snd_pcm_delay.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_long)]
         lib.snd_pcm_delay.restype = ctypes.c_int
+        for call in (lib.snd_pcm_drop, lib.snd_pcm_prepare):
+            call.argtypes = [ctypes.c_void_p]
+            call.restype = ctypes.c_int
         return lib
     return None
 
@@ -95,3 +106,15 @@ def pcm_delay(handle: int) -> int:
     if rc < 0:
         raise alsaaudio.ALSAAudioError(f"snd_pcm_delay failed: {errno.errorcode.get(-rc, rc)}")
     return max(0, frames.value)
+
+
+def pcm_drop(handle: int) -> None:
+    """Stop the open PCM at ``handle`` at once, discarding what is queued (``snd_pcm_drop``),
+    and prepare it again (``snd_pcm_prepare``): the next write starts it. Both without the
+    GIL. Raises alsaaudio.ALSAAudioError when either fails."""
+    lib = _libasound()
+    assert lib is not None, "pcm_handle() returns None without libasound"
+    for name, call in (("drop", lib.snd_pcm_drop), ("prepare", lib.snd_pcm_prepare)):
+        rc = int(call(ctypes.c_void_p(handle)))
+        if rc < 0:
+            raise alsaaudio.ALSAAudioError(f"snd_pcm_{name} failed: {errno.errorcode.get(-rc, rc)}")
