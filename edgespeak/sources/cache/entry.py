@@ -46,11 +46,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class CachedPhrase:
-    """A verified entry, loaded: ``pcm`` is bytes of s16le mono PCM at ``rate_hz`` Hz."""
+    """A verified entry, loaded: ``pcm`` is bytes of s16le mono PCM at ``rate_hz`` Hz;
+    ``created``: its row's ``created`` (unix seconds), which :meth:`PhraseCache.record_hit`
+    matches so that a hit never counts for an entry stored again since."""
 
     key: str
     pcm: bytes
     rate_hz: int
+    created: float = 0.0
 
     @property
     def frames(self) -> int:

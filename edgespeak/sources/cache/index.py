@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,16 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+def record_hit(conn: sqlite3.Connection, key: str, created: float) -> None:
+    """Count a hit of entry ``key`` if its row is still the one ``created`` then: ``hits`` + 1,
+    ``last_used`` = now, most recently used. Raises sqlite3.Error."""
+    conn.execute(
+        f"UPDATE entries SET hits = hits + 1, last_used = ?, use_seq = {NEXT_SEQ}"
+        " WHERE key = ? AND created = ?",
+        (time.time(), key, created),
+    )
 
 
 def entry_from_row(row: tuple[Any, ...]) -> Entry:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -30,6 +30,7 @@ from edgespeak.sources.cache.index import (
     as_os_error,
     entry_from_row,
     open_index,
+    record_hit,
     transaction,
 )
 from edgespeak.sources.cache.key import KEY_RE
@@ -88,31 +89,44 @@ class PhraseCache:
 
     # -- public API ------------------------------------------------------------------------
 
-    def get(self, key: str) -> CachedPhrase | None:
+    def get(
+        self, key: str, *, record_hit: bool = True, found: Callable[[], object] | None = None
+    ) -> CachedPhrase | None:
         """The verified phrase ``key``, or None (a miss).
 
         Checks the file's length, WAV parameters and PCM sha256 against the row; a bad entry is
-        dropped (row and file), logged at WARNING, and missed. On success records a hit:
-        ``hits`` + 1, ``last_used`` = now, most recently used. Never raises.
+        dropped (row and file), logged at WARNING, and missed. On success records a hit (see
+        :meth:`record_hit`) unless ``record_hit`` is False: a player that wants the audio
+        sooner records it once the audio plays. ``found`` is called (on this thread) as soon
+        as the index has a row for ``key``, before its file is read and checked: a player
+        gets ready meanwhile (the check rarely fails). Never raises, but what ``found``
+        raises.
         """
         entry = self._entry(key)
         if entry is None:
             return None
+        if found is not None:
+            found()
         pcm, reason = read_checked(self._wav_path(entry.key), entry)
         if reason is not None:
             self._drop(entry, reason)
             return None
+        phrase = CachedPhrase(key, pcm, entry.rate_hz, entry.created)
+        if record_hit:
+            self.record_hit(phrase)
+        return phrase
+
+    def record_hit(self, phrase: CachedPhrase) -> None:
+        """Count a hit of ``phrase`` (from :meth:`get`): ``hits`` + 1, ``last_used`` = now,
+        most recently used; nothing when its entry was stored again or removed since, or the
+        cache is unusable. Never raises (a failure is logged)."""
+        if not self.usable:
+            return
         try:
             with self._lock:
-                conn = self._connection()
-                conn.execute(
-                    f"UPDATE entries SET hits = hits + 1, last_used = ?, use_seq = {NEXT_SEQ}"
-                    " WHERE key = ? AND created = ?",
-                    (time.time(), key, entry.created),
-                )
+                record_hit(self._connection(), phrase.key, phrase.created)
         except (sqlite3.Error, IndexUnavailable) as exc:
-            log.warning("phrase cache %s: cannot record a hit: %s", key[:12], exc)
-        return CachedPhrase(key, pcm, entry.rate_hz)
+            log.warning("phrase cache %s: cannot record a hit: %s", phrase.key[:12], exc)
 
     def has(self, key: str) -> bool:
         """Whether the index has a row for ``key`` (file not verified, no hit recorded)."""
