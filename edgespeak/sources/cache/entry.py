@@ -123,3 +123,13 @@ def _check_wav(header: bytes, pcm: bytes, entry: Entry) -> str | None:
 def wav_path(directory: Path, key: str) -> Path:
     """Where entry ``key`` of the cache in ``directory`` is stored: ``<directory>/<key>.wav``."""
     return directory / f"{key}.wav"
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync ``directory`` (a file created or renamed in it survives a power cut). Raises
+    OSError."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

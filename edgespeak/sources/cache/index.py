@@ -150,3 +150,16 @@ def as_os_error(exc: Exception, message: str) -> OSError:
     if code is not None and code & 0xFF == _SQLITE_FULL:
         return OSError(errno.ENOSPC, f"{message}: {exc}")
     return OSError(errno.EIO, f"{message}: {exc}")
+
+
+def not_writable(directory: Path) -> str:
+    """`` (read-only file system)`` or `` (no write permission)`` when ``directory`` cannot be
+    written (sqlite then only says "unable to open database file"), else ``""``."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return " (read-only file system)"
+        if not os.access(directory, os.W_OK):
+            return " (no write permission)"
+    except OSError:
+        pass
+    return ""

@@ -22,13 +22,14 @@ from types import TracebackType
 
 from edgespeak.base.pcm import FRAME_BYTES, WAV_HEADER_BYTES
 from edgespeak.sources.cache.bounds import evict, fits_beside_pins
-from edgespeak.sources.cache.entry import CachedPhrase, Entry, read_checked, wav_path
+from edgespeak.sources.cache.entry import CachedPhrase, Entry, fsync_dir, read_checked, wav_path
 from edgespeak.sources.cache.index import (
     COLUMNS,
     NEXT_SEQ,
     IndexUnavailable,
     as_os_error,
     entry_from_row,
+    not_writable,
     open_index,
     record_hit,
     transaction,
@@ -66,7 +67,7 @@ class PhraseCache:
             directory.mkdir(parents=True, exist_ok=True)
             self._conn = open_index(directory)
         except (OSError, sqlite3.Error, IndexUnavailable) as exc:
-            why = _not_writable(directory)
+            why = not_writable(directory)
             log.warning("phrase cache disabled: cannot open %s: %s%s", directory, exc, why)
             return
         self.usable = True
@@ -366,7 +367,7 @@ class PhraseCache:
                     if store:
                         os.replace(tmp, final)
                         renamed = True
-                        _fsync_dir(self.dir)
+                        fsync_dir(self.dir)
             except (OSError, sqlite3.Error, IndexUnavailable) as exc:
                 if renamed:  # the row was rolled back: the file must not stay
                     with contextlib.suppress(OSError):
@@ -382,24 +383,3 @@ class PhraseCache:
             )
             return None
         return entry
-
-
-def _not_writable(directory: Path) -> str:
-    """`` (read-only file system)`` or `` (no write permission)`` when ``directory`` cannot be
-    written (sqlite then only says "unable to open database file"), else ``""``."""
-    try:
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            return " (read-only file system)"
-        if not os.access(directory, os.W_OK):
-            return " (no write permission)"
-    except OSError:
-        pass
-    return ""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
