@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import alsaaudio
 
-from edgespeak.audio.libasound import pcm_delay, pcm_drop, pcm_handle
+from edgespeak.audio.libasound import pcm_delay, pcm_drop, pcm_handle, pcm_prepare
 from edgespeak.base.pcm import FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,14 @@ class PcmDevice:
             self._call(pcm.drop)  # pyalsaaudio's write() prepares it again
         else:
             self._call(pcm_drop, self._handle)
+
+    def prepare(self) -> None:
+        """A stopped PCM (drained) prepared now, without the GIL, so that the next write
+        starts it at once; nothing when it is not stopped or its handle is unknown (then the
+        write prepares it). Raises alsaaudio.ALSAAudioError."""
+        self._require()
+        if self._handle is not None:
+            self._call(pcm_prepare, self._handle)
 
     def close(self) -> None:
         """Close the PCM if open (alsa-lib drains it first). Never raises: an error closing is

@@ -11,8 +11,9 @@ latency (``pa_stream_get_latency``), interpolated between updates: measured here
 frame of what was written less what had played. On a hardware PCM it is the pointer plus the
 driver's own FIFO/codec delay.
 
-``snd_pcm_drop`` then ``snd_pcm_prepare`` (:func:`pcm_drop`): pyalsaaudio's ``drop()`` keeps
-the GIL, and its ``write()`` prepares a dropped PCM keeping the GIL too. On the PulseAudio
+``snd_pcm_drop`` then ``snd_pcm_prepare`` (:func:`pcm_drop`, :func:`pcm_prepare`):
+pyalsaaudio's ``drop()`` keeps the GIL, and its ``write()`` prepares a dropped or drained PCM
+keeping the GIL too. On the PulseAudio
 plugin the two are round trips to the server (cork and flush; then the stream is recreated:
 ``pulse_prepare`` in alsa-plugins' ``pcm_pulse.c``), a millisecond or more during which no
 other thread of the daemon could run. A ctypes call releases the GIL.
@@ -35,6 +36,8 @@ import functools
 import alsaaudio
 
 from edgespeak.base.pcm import FRAME_BYTES
+
+SND_PCM_STATE_SETUP = 1  # enum snd_pcm_state_t in alsa/pcm.h: stopped, parameters set
 
 
 class _PcmObject(ctypes.Structure):
@@ -68,7 +71,7 @@ def _libasound() -> ctypes.CDLL | None:
             continue
         lib.snd_pcm_delay.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_long)]
         lib.snd_pcm_delay.restype = ctypes.c_int
-        for call in (lib.snd_pcm_drop, lib.snd_pcm_prepare):
+        for call in (lib.snd_pcm_drop, lib.snd_pcm_prepare, lib.snd_pcm_state):
             call.argtypes = [ctypes.c_void_p]
             call.restype = ctypes.c_int
         return lib
@@ -118,3 +121,18 @@ def pcm_drop(handle: int) -> None:
         rc = int(call(ctypes.c_void_p(handle)))
         if rc < 0:
             raise alsaaudio.ALSAAudioError(f"snd_pcm_{name} failed: {errno.errorcode.get(-rc, rc)}")
+
+
+def pcm_prepare(handle: int) -> bool:
+    """Prepare the open PCM at ``handle`` when it is stopped (``SND_PCM_STATE_SETUP``: drained
+    or never started since its parameters were set), without the GIL, so that the next write
+    starts it at once (pyalsaaudio's ``write()`` would prepare it first, keeping the GIL).
+    Returns whether it was prepared now. Raises alsaaudio.ALSAAudioError when that fails."""
+    lib = _libasound()
+    assert lib is not None, "pcm_handle() returns None without libasound"
+    if int(lib.snd_pcm_state(ctypes.c_void_p(handle))) != SND_PCM_STATE_SETUP:
+        return False
+    rc = int(lib.snd_pcm_prepare(ctypes.c_void_p(handle)))
+    if rc < 0:
+        raise alsaaudio.ALSAAudioError(f"snd_pcm_prepare failed: {errno.errorcode.get(-rc, rc)}")
+    return True

@@ -149,8 +149,12 @@ class Player(Placer):
         written since the last utterance frame, let what is left of that utterance play and
         take the silence back now, not at the speech's first frame. The device then waits,
         prepared and stopped, for a period; with no utterance begun by then the keep-open
-        silence resumes (:meth:`keep_open`). Nothing otherwise."""
+        silence resumes (:meth:`keep_open`). A device open and stopped (drained) is prepared
+        now instead of by the first write. Nothing otherwise."""
         run = self._silence_run
+        if self._current is None and not self._running and self.device.is_open:
+            self._guard(None, self.device.prepare)
+            return
         if self._current is not None or not self._running or not run:
             return
         if self._guard(None, self._drop_silence, run) is not None:
