@@ -120,7 +120,7 @@ class Daemon:
                 scheduler = Scheduler(
                     grouped.speak, self._publish, queue_max=s.daemon.queue_max,
                     ttl_s=s.daemon.ttl_s, dedup_window_s=s.daemon.dedup_window_s,
-                    on_internal_error=self._internal_error(speaker),
+                    on_internal_error=self._internal_error(speaker), prepare=grouped.prepare,
                 )  # fmt: skip
                 commands = Commands(
                     s, scheduler, chimes, sink, self.volumes, self.state, self._publish,

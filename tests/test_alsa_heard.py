@@ -89,6 +89,46 @@ async def test_speech_during_keep_open_is_heard_within_a_period(
     assert second.gap_frames is not None and second.gap_frames <= PERIOD
 
 
+async def test_speech_primed_during_keep_open_is_heard_within_a_period(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    """A cache hit primes the sink from a worker thread before its audio reaches the writer:
+    the keep-open silence is taken back then, and the speech starts the device at once."""
+
+    async def attempt(where: Path) -> tuple[tuple[Recording, Playback, Playback], int]:
+        with recording(pulse, where / "monitor.raw") as rec:
+            async with sink_on(paced(where / "out.raw", pulse), fade_ms=0, keep_open_s=2) as sink:
+                first = await play(sink, tone(0.1, QUIET), CHUNK)  # returns once played
+                await asyncio.to_thread(sink.prime)
+                second = await play(sink, tone(0.2, LOUD), CHUNK)
+                underruns = sink.underruns
+        return (rec, first, second), underruns
+
+    rec, first, second = await unstarved(attempt, tmp_path)
+    assert first.first_frame_at is not None and second.first_frame_at is not None
+    heard, _ = silence_before_loud(rec[0], first.first_frame_at)
+    late_s = heard - second.first_frame_at
+    assert late_s < PERIOD_S, f"heard {late_s * 1000:.1f} ms after its first frame"
+    assert second.gap_frames is None, "the device stopped in between: no exact gap"
+
+
+async def test_a_prime_that_no_speech_follows_resumes_the_keep_open_silence(
+    tmp_path: Path, pulse: PulseAudio
+) -> None:
+    """Primed, the device stops; with no utterance within a period (the phrase's file failed
+    its check, say) the keep-open silence resumes and runs its course, then drains."""
+    keep_open_s = 1.0
+    async with sink_on(paced(tmp_path / "out.raw", pulse), keep_open_s=keep_open_s) as sink:
+        await play(sink, tone(0.1, QUIET), CHUNK)
+        primed_at = time.monotonic()
+        sink.prime()
+        await sink.wait_idle()  # drained once the keep-open silence is over
+        idle_after_s = time.monotonic() - primed_at
+        later = await play(sink, tone(0.1, LOUD), CHUNK)
+    assert idle_after_s > keep_open_s / 2, f"the device stopped for good {idle_after_s:.3f} s in"
+    assert later.frames == round(RATE * 0.1) and not later.interrupted
+
+
 async def test_speech_ready_while_a_chime_ends_follows_it_within_a_period(
     tmp_path: Path, pulse: PulseAudio
 ) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgespeak.audio.device import PcmDevice
-from edgespeak.audio.pcm_delay import pcm_handle
+from edgespeak.audio.libasound import pcm_drop, pcm_handle, pcm_prepare
 from harness.stack import PulseAudio
 from tests.alsa_sink import (
     FADE,
@@ -203,5 +203,31 @@ def test_the_handle_is_trusted_only_when_the_pcm_holds_what_it_was_opened_with(
     try:
         assert pcm_handle(pcm, RATE) is not None
         assert pcm_handle(pcm, RATE + 1) is None  # not the layout known: the pointer is used
+    finally:
+        pcm.close()
+
+
+def test_a_drained_pcm_is_prepared_ahead_and_a_dropped_one_is_left_prepared(
+    tmp_path: Path,
+) -> None:
+    """Without the GIL, through the handle: a drop leaves the PCM prepared, and a drained one
+    is prepared once (a prime before speech), so pyalsaaudio's write has nothing to prepare."""
+    pcm = alsaaudio.PCM(
+        alsaaudio.PCM_PLAYBACK, device=capture(tmp_path / "out.raw"), channels=1, rate=RATE,
+        format=alsaaudio.PCM_FORMAT_S16_LE, periodsize=441, periods=4,
+    )  # fmt: skip
+    try:
+        handle = pcm_handle(pcm, RATE)
+        assert handle is not None
+        assert pcm.write(bytes(441 * 2)) == 441
+        pcm_drop(handle)
+        assert pcm.state() == alsaaudio.PCM_STATE_PREPARED
+        assert not pcm_prepare(handle), "already prepared: left as it is"
+        assert pcm.write(bytes(441 * 2)) == 441
+        pcm.drain()
+        assert pcm.state() == alsaaudio.PCM_STATE_SETUP
+        assert pcm_prepare(handle)
+        assert pcm.state() == alsaaudio.PCM_STATE_PREPARED
+        assert pcm.write(bytes(441 * 2)) == 441
     finally:
         pcm.close()

@@ -141,6 +141,46 @@ def test_discard_leaves_no_files(cache_dir: Path, open_cache: Callable[..., Phra
         writer.commit()
 
 
+def test_a_hit_can_be_recorded_after_the_read(
+    cache_dir: Path, open_cache: Callable[..., PhraseCache]
+) -> None:
+    """A player reads first and records the hit once the audio plays; a hit of an entry stored
+    again meanwhile does not count for the new one."""
+    cache = open_cache()
+    key = key_for("Front door open")
+    store(cache, key, pcm_for(1))
+    phrase = cache.get(key, record_hit=False)
+    assert phrase is not None and phrase.pcm == pcm_for(1)
+    assert cache.entries()[0].hits == 0
+    cache.record_hit(phrase)
+    (entry,) = cache.entries()
+    assert entry.hits == 1 and entry.last_used >= entry.created == phrase.created
+    assert cache.remove(key)
+    store(cache, key, pcm_for(2))
+    cache.record_hit(phrase)  # the entry it was read from is gone
+    assert cache.entries()[0].hits == 0
+    cache.close()
+    cache.record_hit(phrase)  # unusable: nothing, no error
+
+
+def test_found_is_told_once_the_index_has_the_key_before_the_file_is_checked(
+    cache_dir: Path, open_cache: Callable[..., PhraseCache]
+) -> None:
+    """A player gets ready while the file is read: told for an indexed key, even one whose
+    file then fails its check (a miss after all), and not for an unknown key."""
+    cache = open_cache()
+    found: list[str] = []
+    key = key_for("Doorbell")
+    store(cache, key, pcm_for(3))
+    assert cache.get("0" * 64, found=lambda: found.append("unknown")) is None
+    assert found == []
+    phrase = cache.get(key, found=lambda: found.append("doorbell"))
+    assert phrase is not None and found == ["doorbell"]
+    _truncate(cache_dir / f"{key}.wav")
+    assert cache.get(key, found=lambda: found.append("damaged")) is None
+    assert found == ["doorbell", "damaged"]
+
+
 def test_second_writer_for_a_stored_key_keeps_the_first(
     cache_dir: Path, open_cache: Callable[..., PhraseCache]
 ) -> None:

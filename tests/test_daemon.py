@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiomqtt
 
+from edgespeak.sources.cache import PhraseCache
 from harness.stack import edgespeak_command
 from tests.conftest import Stack, base_env, daemon_process, watching
 from tests.helpers import snr_db
@@ -50,6 +51,8 @@ async def test_json_payload_then_cache_hit_plays_identical_audio(stack: Stack) -
     assert first_audio == await stack.sent(DOOR)
     assert stack.capture.read()[len(first_audio) :] == first_audio
     assert len(list(stack.cache_dir.glob("*.wav"))) == 1
+    with PhraseCache(stack.cache_dir) as cache:  # the hit, recorded once it played
+        assert [entry.hits for entry in cache.entries()] == [1]
 
 
 async def test_bad_payloads_fail_clearly_and_the_next_one_plays(stack: Stack) -> None:

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from typing import Any
 
+from edgespeak.inlets import rate_limit
 from edgespeak.inlets.rate_limit import TopicRateLimit
 from tests.conftest import Stack
 
@@ -18,6 +22,28 @@ def test_rate_limit_counts_per_topic_and_refuses_past_every_limit() -> None:
     assert limit.refusal("a") == "rate limit: more than 3/minute;4/hour on a ([limits] rate)"
     tight = TopicRateLimit("10/minute;2/hour")
     assert [tight.allow("t") for _ in range(3)] == [True, True, False]
+
+
+def test_rate_limit_starts_no_thread_per_announcement() -> None:
+    """limits' MemoryStorage started a timer thread on a hit once its last one had run out:
+    a thread per announcement, on the event loop, on the way to the speaker (issue 17)."""
+    limit = TopicRateLimit("20/minute")
+    library_storage: Any = limit._limiter.storage
+    library_storage.timer.join()  # the one the library starts when the storage is made
+    before = set(threading.enumerate())
+    assert limit.allow("edgespeak/all/announce")
+    assert limit.allow("edgespeak/kitchen/announce")
+    assert set(threading.enumerate()) == before
+
+
+def test_rate_limit_drops_expired_entries_when_it_counts() -> None:
+    limit = TopicRateLimit("3/second")
+    assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
+    (key,) = limit._storage.events
+    time.sleep(1.05)  # the clock must move past the window: the entries expire
+    limit._expired_at -= rate_limit.EXPIRE_EVERY_S  # the expiry is due
+    assert limit.allow("a"), "the window has moved on"
+    assert len(limit._storage.events[key]) == 1, "the three expired entries were dropped"
 
 
 async def test_oversize_control_character_and_flood_inputs_fail_and_the_rest_plays(

@@ -126,6 +126,16 @@ class AlsaSink:
         self._writer.put("begin", utt)
         return utt
 
+    def prime(self) -> None:
+        """An utterance without a start instant begins next, its audio at hand (a cache hit):
+        when the device plays keep-open silence, the writer takes it back now instead of when
+        the utterance's first frame comes (:meth:`Player.prime`); when it has stopped
+        (drained), it is prepared now. Either way the first frame is written to a prepared
+        device at once. The silence resumes if no utterance begins within a period.
+        Thread-safe (a worker thread calls it); nothing once closed."""
+        if not self._closed:
+            self._writer.put("prime", None)
+
     async def write(self, utt: Utterance, pcm: bytes) -> None:
         """Queue bytes of s16le mono PCM; waits while the queue is full. Ignored once aborted.
 

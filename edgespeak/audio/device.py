@@ -8,7 +8,8 @@ Every call into the PCM goes through one path that records when the call began, 
 stuck in any of them: open, write, the pre-roll after an underrun, delay, drain, drop, close.
 (pyalsaaudio 0.11 keeps the GIL through ``snd_pcm_open``, ``snd_pcm_drop`` and
 ``snd_pcm_close``, seen with a drop blocked on a full FIFO: a device stuck there freezes the
-event loop as well, which stops the watchdog pings the other way.)
+event loop as well, which stops the watchdog pings the other way. Drops go through
+:mod:`edgespeak.audio.libasound` without the GIL when the PCM's handle is known.)
 
 :class:`Mixer` is the optional ALSA simple mixer control the sink volume is set on instead of
 scaling samples.
@@ -25,7 +26,7 @@ from typing import TypeVar
 
 import alsaaudio
 
-from edgespeak.audio.pcm_delay import pcm_delay, pcm_handle
+from edgespeak.audio.libasound import pcm_delay, pcm_drop, pcm_handle, pcm_prepare
 from edgespeak.base.pcm import FRAME_BYTES
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class PcmDevice:
         self._period_ms = period_ms
         self._periods = periods
         self._pcm: alsaaudio.PCM | None = None
-        self._handle: int | None = None  # the PCM's snd_pcm_t * for snd_pcm_delay, if known
+        self._handle: int | None = None  # the PCM's snd_pcm_t * (libasound calls), if known
         self.rate_hz = 0  # the open PCM's sample rate (Hz), 0 when closed
         self.period_frames = 0  # as granted by ALSA
         self.buffer_frames = 0
@@ -110,7 +111,8 @@ class PcmDevice:
         if self._handle is None:
             log.warning(
                 "ALSA %r: snd_pcm_delay is not reachable through this pyalsaaudio; start "
-                "instants use the buffer pointer (may miss what the device buffers beyond it)",
+                "instants use the buffer pointer (may miss what the device buffers beyond it), "
+                "and drops keep the GIL",
                 self.name,
             )
         info = pcm.info()
@@ -175,7 +177,7 @@ class PcmDevice:
     def delay(self) -> int:
         """Frames a frame written now waits before it is heard: ``snd_pcm_delay`` (what is
         queued in the buffer and beyond it: a sound server's buffer, the driver's FIFO), or
-        :meth:`queued` when it cannot be called (see :mod:`edgespeak.audio.pcm_delay`). 0 when
+        :meth:`queued` when it cannot be called (see :mod:`edgespeak.audio.libasound`). 0 when
         the PCM is stopped or underran. Raises alsaaudio.ALSAAudioError (also when the PCM is
         not open)."""
         self._require()
@@ -226,10 +228,23 @@ class PcmDevice:
 
     def drop(self) -> None:
         """Stop at once, discarding what is buffered (a click unless it was silence; stays
-        open); the next write prepares and restarts it. Raises alsaaudio.ALSAAudioError."""
+        open), and prepare it again: the next write restarts it. Without the GIL when the
+        handle is known (:func:`~edgespeak.audio.libasound.pcm_drop`), so the event loop runs
+        on meanwhile. Raises alsaaudio.ALSAAudioError."""
         pcm = self._require()
         self._waiting_since = None
-        self._call(pcm.drop)
+        if self._handle is None:
+            self._call(pcm.drop)  # pyalsaaudio's write() prepares it again
+        else:
+            self._call(pcm_drop, self._handle)
+
+    def prepare(self) -> None:
+        """A stopped PCM (drained) prepared now, without the GIL, so that the next write
+        starts it at once; nothing when it is not stopped or its handle is unknown (then the
+        write prepares it). Raises alsaaudio.ALSAAudioError."""
+        self._require()
+        if self._handle is not None:
+            self._call(pcm_prepare, self._handle)
 
     def close(self) -> None:
         """Close the PCM if open (alsa-lib drains it first). Never raises: an error closing is

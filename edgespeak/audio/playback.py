@@ -13,7 +13,10 @@ utterance's first frame is ready, what is left of the previous utterance (a chim
 is let play, and the silence queued behind it is taken back (``snd_pcm_drop``: pyalsaaudio
 cannot rewind; dropping silence cannot click, and the utterance starts from zero, faded in):
 the new frames restart the device at once, so it stops for well under a period, and the speech
-is heard one buffer sooner than behind the silence.
+is heard one buffer sooner than behind the silence. When the speech's audio is known to be at
+hand before its first frame reaches the writer (a phrase-cache hit), :meth:`Player.prime` takes
+the silence back then, off the path to the first sound; if no utterance begins within a
+period, the silence resumes.
 
 An utterance with a start instant (``Utterance.start_at``) is placed instead, by
 :class:`~edgespeak.audio.placing.Placer`: the silence before its first frame, or the frames of
@@ -69,12 +72,14 @@ class Player(Placer):
         self._since_end = 0  # frames of silence written since _ended ended
         self._silence_left = 0  # keep-open frames still to write
         self._silence_run: int | None = None  # silence frames since the last utterance frame
+        self._primed_until: float | None = None  # monotonic s: silence taken back for speech
 
     # ---- commands ------------------------------------------------------------------------
     def begin(self, utt: Utterance) -> None:
         """Start ``utt`` (cutting short one begun and never ended): open the device at its
         rate, write its lead-in (with a start instant, the silence before its first frame is
         written with that frame instead, the lead-in counted in it)."""
+        self._primed_until = None
         if (previous := self._current) is not None:  # never ended: cut it short, settle it
             self._cut(previous, previous.held)
             self.finish(previous)
@@ -139,17 +144,37 @@ class Player(Placer):
             self._cut(utt, utt.held)
         self.finish(utt)
 
+    def prime(self) -> None:
+        """Speech begins next, as soon as it can: when the device runs on keep-open silence
+        written since the last utterance frame, let what is left of that utterance play and
+        take the silence back now, not at the speech's first frame. The device then waits,
+        prepared and stopped, for a period; with no utterance begun by then the keep-open
+        silence resumes (:meth:`keep_open`). A device open and stopped (drained) is prepared
+        now instead of by the first write. Nothing otherwise."""
+        run = self._silence_run
+        if self._current is None and not self._running and self.device.is_open:
+            self._guard(None, self.device.prepare)
+            return
+        if self._current is not None or not self._running or not run:
+            return
+        if self._guard(None, self._drop_silence, run) is not None:
+            self._silence_run = None  # the device stopped in between: no exact gap
+            self._primed_until = time.monotonic() + self.device.period_frames / self.device.rate_hz
+
     # ---- between utterances ----------------------------------------------------------------
     def keep_open(self) -> float | None:
         """One step of idle work while the device runs and no utterance is writing: a period
         of keep-open silence when there is room for it (never blocking), or, once
         ``keep_open_s`` of it is written, drain the device. Settles the ended utterance once
-        it has been played. Returns None when there is nothing to do (the device is stopped,
-        or an utterance is writing), else the seconds the writer may wait for a command
-        before the next step (0.0: at once)."""
+        it has been played. Primed (:meth:`prime`) and stopped: waits out the period, then
+        restarts the silence. Returns None when there is nothing to do (the device is
+        stopped, or an utterance is writing), else the seconds the writer may wait for a
+        command before the next step (0.0: at once)."""
         writing = self._current is not None and self._current.playback.first_frame_at is not None
-        if writing or not self._running:
+        if writing:
             return None
+        if not self._running:
+            return self._primed_wait()
         if self._silence_left <= 0:
             if self.device.is_open:
                 self._guard(None, self.device.drain)
@@ -165,6 +190,23 @@ class Player(Placer):
         if room < frames:  # a full buffer: wait until a period has played
             self.device.waiting()
             return max(frames - room, self.device.period_frames // 4) / self.device.rate_hz
+        self._guard(None, self._silence, frames)
+        self._silence_left -= frames
+        return 0.0
+
+    def _primed_wait(self) -> float | None:
+        """Stopped: the seconds left of a prime's wait; once it is over, the keep-open silence
+        restarts (0.0: the next step at once), or None when there is none left to play."""
+        if self._primed_until is None:
+            return None
+        wait_s = self._primed_until - time.monotonic()
+        if wait_s > 0:
+            return wait_s
+        self._primed_until = None
+        if self._silence_left <= 0 or not self.device.is_open:
+            return None
+        frames = min(self.device.period_frames, self._silence_left)
+        self._silence_run = 0
         self._guard(None, self._silence, frames)
         self._silence_left -= frames
         return 0.0
@@ -208,13 +250,19 @@ class Player(Placer):
         the device had stopped). Raises alsaaudio.ALSAAudioError."""
         run = self._silence_run
         if self._running and run:
-            queued, added = self.device.play_out(behind=run)
-            self._since_end += added
-            self.device.drop()
-            self._running = False
-            run = max(0, run + added - queued)
-            self.settle_ended()
+            run = self._drop_silence(run)
         utt.playback.gap_frames = run
+
+    def _drop_silence(self, run: int) -> int:
+        """The device runs on ``run`` frames of silence written since the last utterance frame:
+        let what is left of that utterance play, then drop (and prepare) the device. Returns
+        the frames of silence played in between. Raises alsaaudio.ALSAAudioError."""
+        queued, added = self.device.play_out(behind=run)
+        self._since_end += added
+        self.device.drop()
+        self._running = False
+        self.settle_ended()
+        return max(0, run + added - queued)
 
     def _cut(self, utt: Utterance, pending: bytes) -> None:
         """Cut ``utt`` short: fade out over its next ``fade_frames`` not-yet-written samples
@@ -253,12 +301,11 @@ class Player(Placer):
         while done < len(view):
             if abortable and utt is not None and utt.aborted:
                 break
+            first_at: float | None = None  # the first frame's hand-over, in this pass
             if utt is not None and utt.playback.first_frame_at is None:
                 if utt.start_at is None:  # else placed already (_due)
                     self._take_back(utt)
-                now = time.monotonic()
-                utt.playback.first_frame_at = now
-                utt.loop.call_soon_threadsafe(resolve, utt.first_frame, now)
+                first_at = utt.playback.first_frame_at = time.monotonic()
             frames = self.device.period_frames if self._running else self.device.buffer_frames
             piece = view[done : done + frames * FRAME_BYTES]
             underruns = self.device.underruns
@@ -267,6 +314,9 @@ class Player(Placer):
             finally:  # an underrun counts for the utterance even when its recovery fails
                 if utt is not None:
                     utt.playback.underruns += self.device.underruns - underruns
+            if utt is not None and first_at is not None:  # told once written: the loop
+                # woken up before would have held the GIL the write needed
+                utt.loop.call_soon_threadsafe(resolve, utt.first_frame, first_at)
             if written == 0:  # interrupted or underran: nothing taken, try again
                 continue
             self._running = True
@@ -306,6 +356,7 @@ class Player(Placer):
         self._running = False
         self._silence_left = 0
         self._silence_run = None
+        self._primed_until = None
         self.settle_ended()
 
     def _close(self) -> None:

@@ -1,6 +1,7 @@
 """The ALSA writer thread: the one long-lived thread that owns the PCM for the daemon's life.
 
-The event loop puts commands on its queue (``begin``, ``data``, ``end``, ``abort``, ``quit``);
+The event loop puts commands on its queue (``begin``, ``data``, ``end``, ``abort``, ``quit``;
+``prime`` may come from any thread);
 the thread carries them out with a :class:`~edgespeak.audio.playback.Player`, writing with
 blocking ``snd_pcm_writei`` so ALSA paces playback. Between commands it keeps the device
 running on silence, topped up a period at a time when there is room, and waits for the next
@@ -22,7 +23,7 @@ from typing import Literal
 from edgespeak.audio.playback import Player, Utterance, resolve
 from edgespeak.base.errors import AudioDeviceError
 
-Kind = Literal["begin", "data", "end", "abort", "quit"]
+Kind = Literal["begin", "data", "end", "abort", "prime", "quit"]
 Command = tuple[Kind, Utterance | None, bytes]
 
 
@@ -43,7 +44,8 @@ class Writer:
 
     # ---- event loop side -----------------------------------------------------------------
     def put(self, kind: Kind, utt: Utterance | None) -> None:
-        """Queue a command without data (``quit`` has no utterance)."""
+        """Queue a command without data (``prime`` and ``quit`` have no utterance). Callable
+        from any thread."""
         with self._lock:
             self._idle = False
             self._queue.put((kind, utt, b""))
@@ -82,12 +84,16 @@ class Writer:
         player = self._player
         while True:
             kind, utt, pcm = self._next()
-            if utt is None:  # quit
+            if kind == "quit":
                 self._shutdown()
                 return
-            if kind == "data":
+            if kind == "prime":
+                player.prime()
+            elif utt is None:
+                continue
+            elif kind == "data":
+                player.data(utt, pcm)  # the loop is woken after: it would hold the GIL
                 utt.loop.call_soon_threadsafe(self._slots.release)
-                player.data(utt, pcm)
             elif kind == "begin":
                 player.begin(utt)
             elif kind == "end":

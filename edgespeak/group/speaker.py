@@ -84,6 +84,13 @@ class GroupSpeaker:
             return await self._lead(ann)
         return await follow(self._node, ann, self._lead)
 
+    def prepare(self, ann: Announcement) -> None:
+        """``ann`` is queued to play next: the speaker gets its audio ready when this node will
+        play it as a lone node does (not in a group, or no other member of it live); a group
+        announcement waits for its plan. Never raises."""
+        if ann.group is None or self._alone(ann.group):
+            self._speaker.prepare(ann)
+
     def _alone(self, target: str) -> bool:
         """No other live syncing member of ``target`` is known: play as a lone node does."""
         return not any(m != self._node.node_id for m in self._node.roster.members(target))

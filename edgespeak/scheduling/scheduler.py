@@ -47,7 +47,10 @@ class Scheduler:
     """Runs ``speak`` for one announcement at a time; publishes the scheduling events.
 
     ``speak`` publishes ``playing``/``finished``/``failed`` itself and is cancelled to
-    interrupt (it must fade out and re-raise). Times are ``time.monotonic()`` seconds.
+    interrupt (it must fade out and re-raise). ``prepare`` (optional, must not raise) is told
+    of an announcement as soon as it is queued to play next (nothing is playing, or it
+    interrupts what is), before its ``received`` event and the hop to :meth:`run`, so that
+    its audio gets ready meanwhile. Times are ``time.monotonic()`` seconds.
     """
 
     def __init__(
@@ -59,8 +62,10 @@ class Scheduler:
         ttl_s: float,
         dedup_window_s: float,
         on_internal_error: Callable[[Announcement, BaseException], None],
+        prepare: Callable[[Announcement], None] | None = None,
     ) -> None:
         self._speak = speak
+        self._prepare = prepare
         self._publish = publish
         self._queue_max = queue_max
         self._ttl_s = ttl_s
@@ -97,8 +102,11 @@ class Scheduler:
             return
         if ann.id_given:
             self._seen[ann.id] = ann.received_at
-        self._publish(Event(ann.id, "received"))
         heapq.heappush(self._waiting, (-ann.rank, next(self._seq), ann))
+        starts = self._current is None or ann.rank > self._current[0].rank
+        if self._prepare is not None and starts and self._waiting[0][2] is ann:
+            self._prepare(ann)  # first: its audio gets ready while the rest goes on
+        self._publish(Event(ann.id, "received"))
         if self._current is not None and ann.rank > self._current[0].rank:
             playing, task = self._current
             self._interrupt(task, f"interrupted by {ann.id} ({ann.priority} priority)")

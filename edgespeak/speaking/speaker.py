@@ -38,12 +38,12 @@ from edgespeak.base.errors import (
 )
 from edgespeak.base.events import Event, Source
 from edgespeak.config import Settings
-from edgespeak.providers.fish_request import announcement_request
-from edgespeak.sources.cache import PhraseCache, phrase_key
+from edgespeak.sources.cache import CachedPhrase, PhraseCache
 from edgespeak.sources.fallback import Fallback
 from edgespeak.sources.synthesis import Synthesizer
 from edgespeak.sources.url import UrlAudio, UrlLimits, url_host
 from edgespeak.speaking.chimes import ChimeError, Chimes
+from edgespeak.speaking.lookup import CacheLookup
 
 log = logging.getLogger(__name__)
 Publish = Callable[[Event], None]
@@ -60,6 +60,7 @@ class _Audio:
     reason: str | None = None  # why the fallback speaks
     voice: str | None = None  # which voice spoke (None: the provider's default)
     engine: str | None = None  # what made the audio: the provider, espeak-ng or piper
+    hit: CachedPhrase | None = None  # the cached phrase played: its hit recorded once it plays
 
 
 class Speaker:
@@ -89,6 +90,13 @@ class Speaker:
         self._fallback = fallback
         self._publish = publish
         self._chimes = chimes
+        self._lookup = CacheLookup(settings, endpoint, cache, sink)
+
+    def prepare(self, ann: Announcement) -> None:
+        """``ann`` plays next, as soon as it can (no start instant): start its cache lookup now,
+        priming the sink when the index has it
+        (:class:`~edgespeak.speaking.lookup.CacheLookup`). Never raises."""
+        self._lookup.start(ann)
 
     async def speak(self, ann: Announcement, start_at: float | None = None) -> Event:
         """Play ``ann``; returns the final event (``finished`` or ``failed``), already published.
@@ -102,10 +110,7 @@ class Speaker:
             return await self._play_url(ann, ann.url, start_at)
         if ann.sound is not None:
             return await self._play_sound(ann, ann.sound, start_at)
-        request = announcement_request(self._settings, ann)
-        key = phrase_key(self._settings, self._endpoint, ann.text, request=request)
-        # In a thread: the index may wait for a CLI process's write (sqlite busy timeout).
-        cached = await asyncio.to_thread(self._cache.get, key) if self._cache else None
+        request, key, cached = await self._lookup.result(ann, prime=start_at is None)
         source: Source = "cache" if cached is not None else "stream"
         chime: Utterance | None = None
         warning = None
@@ -114,6 +119,7 @@ class Speaker:
             chime, warning = await self._start_chime(ann, rate_hz, start_at)
             if cached is not None:
                 audio = _Audio("cache", _aiter(cached.chunks()), lambda: cached.rate_hz)
+                audio.hit = cached
                 audio.voice, audio.engine = self._renderer(key, request)
             else:
                 audio = await self._stream_or_fallback(ann, key, request)
@@ -285,7 +291,7 @@ class Speaker:
                         start_at=start_at if after is None else None,
                     )
                     first = after or utt
-                    playing = asyncio.create_task(self._announce_playing(ann, audio.source, first))
+                    playing = asyncio.create_task(self._announce_playing(ann, audio, first))
                 await self._sink.write(utt, chunk)
             if utt is None:
                 raise TtsProtocolError(f"the {audio.source} source finished without audio")
@@ -299,13 +305,18 @@ class Speaker:
             if playing is not None:
                 await playing
 
-    async def _announce_playing(self, ann: Announcement, source: Source, utt: Utterance) -> None:
+    async def _announce_playing(self, ann: Announcement, audio: _Audio, utt: Utterance) -> None:
+        """Once ``utt``'s first frame is handed to ALSA: publish ``playing``, then record the
+        cache hit (in a worker thread: after the audio started, not before)."""
         try:
             first = await utt.first_frame
         except EdgespeakError:
             return
         ttfa_ms = _ttfa_ms(ann, first)
+        source = audio.source
         self._publish(Event(ann.id, "playing", source=source, ttfa_ms=ttfa_ms, host=_host(ann)))
+        if audio.hit is not None:
+            await asyncio.to_thread(self._lookup.record_hit, audio.hit)
 
     def fail(self, ann: Announcement, error: str, source: Source | None = None) -> Event:
         """Log and publish a ``failed`` event for ``ann``; returns it."""

@@ -46,11 +46,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class CachedPhrase:
-    """A verified entry, loaded: ``pcm`` is bytes of s16le mono PCM at ``rate_hz`` Hz."""
+    """A verified entry, loaded: ``pcm`` is bytes of s16le mono PCM at ``rate_hz`` Hz;
+    ``created``: its row's ``created`` (unix seconds), which :meth:`PhraseCache.record_hit`
+    matches so that a hit never counts for an entry stored again since."""
 
     key: str
     pcm: bytes
     rate_hz: int
+    created: float = 0.0
 
     @property
     def frames(self) -> int:
@@ -120,3 +123,13 @@ def _check_wav(header: bytes, pcm: bytes, entry: Entry) -> str | None:
 def wav_path(directory: Path, key: str) -> Path:
     """Where entry ``key`` of the cache in ``directory`` is stored: ``<directory>/<key>.wav``."""
     return directory / f"{key}.wav"
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync ``directory`` (a file created or renamed in it survives a power cut). Raises
+    OSError."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,16 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+def record_hit(conn: sqlite3.Connection, key: str, created: float) -> None:
+    """Count a hit of entry ``key`` if its row is still the one ``created`` then: ``hits`` + 1,
+    ``last_used`` = now, most recently used. Raises sqlite3.Error."""
+    conn.execute(
+        f"UPDATE entries SET hits = hits + 1, last_used = ?, use_seq = {NEXT_SEQ}"
+        " WHERE key = ? AND created = ?",
+        (time.time(), key, created),
+    )
+
+
 def entry_from_row(row: tuple[Any, ...]) -> Entry:
     """The :class:`Entry` of a row selected as :data:`COLUMNS`."""
     key, text, voice, rate_hz, frames, size, sha, created, last_used, hits, pinned = row
@@ -139,3 +150,16 @@ def as_os_error(exc: Exception, message: str) -> OSError:
     if code is not None and code & 0xFF == _SQLITE_FULL:
         return OSError(errno.ENOSPC, f"{message}: {exc}")
     return OSError(errno.EIO, f"{message}: {exc}")
+
+
+def not_writable(directory: Path) -> str:
+    """`` (read-only file system)`` or `` (no write permission)`` when ``directory`` cannot be
+    written (sqlite then only says "unable to open database file"), else ``""``."""
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return " (read-only file system)"
+        if not os.access(directory, os.W_OK):
+            return " (no write permission)"
+    except OSError:
+        pass
+    return ""

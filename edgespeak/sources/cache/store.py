@@ -16,20 +16,22 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import TracebackType
 
 from edgespeak.base.pcm import FRAME_BYTES, WAV_HEADER_BYTES
 from edgespeak.sources.cache.bounds import evict, fits_beside_pins
-from edgespeak.sources.cache.entry import CachedPhrase, Entry, read_checked, wav_path
+from edgespeak.sources.cache.entry import CachedPhrase, Entry, fsync_dir, read_checked, wav_path
 from edgespeak.sources.cache.index import (
     COLUMNS,
     NEXT_SEQ,
     IndexUnavailable,
     as_os_error,
     entry_from_row,
+    not_writable,
     open_index,
+    record_hit,
     transaction,
 )
 from edgespeak.sources.cache.key import KEY_RE
@@ -65,7 +67,7 @@ class PhraseCache:
             directory.mkdir(parents=True, exist_ok=True)
             self._conn = open_index(directory)
         except (OSError, sqlite3.Error, IndexUnavailable) as exc:
-            why = _not_writable(directory)
+            why = not_writable(directory)
             log.warning("phrase cache disabled: cannot open %s: %s%s", directory, exc, why)
             return
         self.usable = True
@@ -88,31 +90,44 @@ class PhraseCache:
 
     # -- public API ------------------------------------------------------------------------
 
-    def get(self, key: str) -> CachedPhrase | None:
+    def get(
+        self, key: str, *, record_hit: bool = True, found: Callable[[], object] | None = None
+    ) -> CachedPhrase | None:
         """The verified phrase ``key``, or None (a miss).
 
         Checks the file's length, WAV parameters and PCM sha256 against the row; a bad entry is
-        dropped (row and file), logged at WARNING, and missed. On success records a hit:
-        ``hits`` + 1, ``last_used`` = now, most recently used. Never raises.
+        dropped (row and file), logged at WARNING, and missed. On success records a hit (see
+        :meth:`record_hit`) unless ``record_hit`` is False: a player that wants the audio
+        sooner records it once the audio plays. ``found`` is called (on this thread) as soon
+        as the index has a row for ``key``, before its file is read and checked: a player
+        gets ready meanwhile (the check rarely fails). Never raises, but what ``found``
+        raises.
         """
         entry = self._entry(key)
         if entry is None:
             return None
+        if found is not None:
+            found()
         pcm, reason = read_checked(self._wav_path(entry.key), entry)
         if reason is not None:
             self._drop(entry, reason)
             return None
+        phrase = CachedPhrase(key, pcm, entry.rate_hz, entry.created)
+        if record_hit:
+            self.record_hit(phrase)
+        return phrase
+
+    def record_hit(self, phrase: CachedPhrase) -> None:
+        """Count a hit of ``phrase`` (from :meth:`get`): ``hits`` + 1, ``last_used`` = now,
+        most recently used; nothing when its entry was stored again or removed since, or the
+        cache is unusable. Never raises (a failure is logged)."""
+        if not self.usable:
+            return
         try:
             with self._lock:
-                conn = self._connection()
-                conn.execute(
-                    f"UPDATE entries SET hits = hits + 1, last_used = ?, use_seq = {NEXT_SEQ}"
-                    " WHERE key = ? AND created = ?",
-                    (time.time(), key, entry.created),
-                )
+                record_hit(self._connection(), phrase.key, phrase.created)
         except (sqlite3.Error, IndexUnavailable) as exc:
-            log.warning("phrase cache %s: cannot record a hit: %s", key[:12], exc)
-        return CachedPhrase(key, pcm, entry.rate_hz)
+            log.warning("phrase cache %s: cannot record a hit: %s", phrase.key[:12], exc)
 
     def has(self, key: str) -> bool:
         """Whether the index has a row for ``key`` (file not verified, no hit recorded)."""
@@ -352,7 +367,7 @@ class PhraseCache:
                     if store:
                         os.replace(tmp, final)
                         renamed = True
-                        _fsync_dir(self.dir)
+                        fsync_dir(self.dir)
             except (OSError, sqlite3.Error, IndexUnavailable) as exc:
                 if renamed:  # the row was rolled back: the file must not stay
                     with contextlib.suppress(OSError):
@@ -368,24 +383,3 @@ class PhraseCache:
             )
             return None
         return entry
-
-
-def _not_writable(directory: Path) -> str:
-    """`` (read-only file system)`` or `` (no write permission)`` when ``directory`` cannot be
-    written (sqlite then only says "unable to open database file"), else ``""``."""
-    try:
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            return " (read-only file system)"
-        if not os.access(directory, os.W_OK):
-            return " (no write permission)"
-    except OSError:
-        pass
-    return ""
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
