@@ -22,7 +22,10 @@ receipt → first frame handed to ALSA, the hand-over) is kept next to each figu
 Each round: aplay, idle, one source idle, the other kept open, the first kept open, cache
 preempting, stream preempting, aplay, idle, the second idle (sources alternate between rounds).
 
-``python -m bench heard [-n 12]`` (rounds; quick 2). Needs mosquitto, pulseaudio,
+``--cache-only``: rounds of aplay, a cache hit kept open and one idle (the regimes issue 17's
+goal is about), for a shorter A/B run of two versions of the daemon.
+
+``python -m bench heard [-n 12] [--cache-only]`` (rounds; quick 2). Needs mosquitto, pulseaudio,
 pulseaudio-utils, alsa-utils, espeak-ng.
 """
 
@@ -168,7 +171,9 @@ class Bench:
         self.trials.append(Trial("aplay", "", sent, wav))
 
 
-async def run_rounds(port: int, env: dict[str, str], work: Path, rounds: int) -> list[Trial]:
+async def run_rounds(
+    port: int, env: dict[str, str], work: Path, rounds: int, cache_only: bool = False
+) -> list[Trial]:
     """Fill the cache, then ``rounds`` rounds (module docstring); the measured trials."""
     await wait_online(port)
     with (work / "aplay.log").open("ab") as log:
@@ -186,9 +191,10 @@ async def run_rounds(port: int, env: dict[str, str], work: Path, rounds: int) ->
                     if wav is None:
                         raise RuntimeError(f"{text!r} was not cached")
                     cached.append((text, wav))
-                await bench.say(LONG, volume=QUIET)
+                if not cache_only:
+                    await bench.say(LONG, volume=QUIET)
                 for i in range(rounds):
-                    await one_round(bench, i, cached)
+                    await (cache_round if cache_only else one_round)(bench, i, cached)
         finally:
             aplay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,6 +229,14 @@ async def one_round(bench: Bench, i: int, cached: list[tuple[str, Path]]) -> Non
     await measure(second, "idle")
 
 
+async def cache_round(bench: Bench, i: int, cached: list[tuple[str, Path]]) -> None:
+    """aplay, then a cache hit kept open, then one idle (``--cache-only``)."""
+    text, wav = cached[i % len(cached)]
+    await bench.spawn_aplay(wav)
+    await bench.daemon("cache", "kept open", text, wav)
+    await bench.daemon("cache", "idle", text, wav)
+
+
 def attribute(trials: list[Trial], recording: Recording) -> None:
     """Each trial's heard_ms: its first loud sample between its publish and the next one's,
     less that sample's place in its WAV. Raises RuntimeError when one was not heard."""
@@ -242,6 +256,9 @@ def pulse_alsa_conf(conf: Path, pulse: PulseAudio) -> dict[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, help="rounds: measured figures per series (12; quick 2)")
+    parser.add_argument(
+        "--cache-only", action="store_true", help="only aplay and cache hits kept open and idle"
+    )
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -266,7 +283,7 @@ def run(args: argparse.Namespace) -> Result:
         server.start()
         daemon = start_daemon(config, env, work / "daemon.log")
         recorder.start()
-        trials = asyncio.run(run_rounds(broker.port, env, work, args.n))
+        trials = asyncio.run(run_rounds(broker.port, env, work, args.n, args.cache_only))
         attribute(trials, recorder.stop())
     except BaseException:
         print(f"heard bench: logs kept in {work}", file=sys.stderr)
@@ -284,6 +301,7 @@ def run(args: argparse.Namespace) -> Result:
 def report(args: argparse.Namespace, trials: list[Trial]) -> Result:
     """Rows (each series heard, its ratio to aplay), summary and samples."""
     names = ["aplay"] + [f"{kind}, {regime}" for kind in ("cache", "stream") for regime in REGIMES]
+    names = [name for name in names if any(t.series == name for t in trials)]  # --cache-only
     heard = {name: [t.heard_ms or 0.0 for t in trials if t.series == name] for name in names}
     handover = {
         name: [t.ttfa_ms for t in trials if t.series == name and t.ttfa_ms is not None]
@@ -301,6 +319,7 @@ def report(args: argparse.Namespace, trials: list[Trial]) -> Result:
         "rows": rows,
         "config": {
             "rounds": args.n,
+            "cache_only": args.cache_only,
             "audio": AudioConfig().model_dump(),
             "level": LEVEL,
             "kept_open_after_s": KEPT_OPEN_S,
