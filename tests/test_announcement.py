@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from edgespeak.base.announcement import Announcement
 from edgespeak.base.errors import PayloadError
 from edgespeak.inlets.payload import MAX_PAYLOAD_BYTES, parse_payload
 
@@ -38,6 +39,15 @@ def test_json_with_unknown_fields_is_accepted() -> None:
     body = {"text": "Hello", "id": "a1", "title": "Door", "extra": {"x": [1]}}
     ann = parse_payload(json.dumps(body).encode())
     assert (ann.text, ann.id, ann.priority, ann.volume) == ("Hello", "a1", "normal", None)
+
+
+def test_json_without_options_or_with_some_is_the_announcement_with_just_those() -> None:
+    """Options not given (or null) keep the Announcement's defaults, whether the payload has
+    none (no validation needed) or some."""
+    plain = parse_payload(b'{"text": "Hi", "id": "a", "volume": null}', received_at=2.0, topic="t")
+    assert plain == Announcement(text="Hi", id="a", id_given=True, received_at=2.0, topic="t")
+    some = parse_payload(b'{"text": "Hi", "id": "a", "volume": 0.5, "sync": false}')
+    assert some == Announcement(text="Hi", id="a", id_given=True, volume=0.5, sync=False)
 
 
 def test_json_scheduling_and_playback_fields() -> None:

@@ -176,7 +176,7 @@ def parse_payload(
         options = _options(obj)
     except PayloadError as exc:
         raise _with_id(exc, ann_id) from None
-    return dataclasses.replace(ann, **options.model_dump())
+    return dataclasses.replace(ann, **options) if options else ann
 
 
 def unreadable(exc: Exception) -> str:
@@ -185,13 +185,17 @@ def unreadable(exc: Exception) -> str:
     return f"internal error reading the payload: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _options(obj: dict[str, Any]) -> _Options:
+def _options(obj: dict[str, Any]) -> dict[str, Any]:
+    """The optional fields given (not null), validated; none given: ``{}`` without calling
+    pydantic (most payloads: text and id only; the Announcement's defaults are the same)."""
     unknown = sorted(set(obj) - _KNOWN)
     if unknown:
         log.debug("ignoring unknown payload fields: %s", ", ".join(unknown))
     given = {k: v for k, v in obj.items() if k in _Options.model_fields and v is not None}
+    if not given:
+        return {}
     try:
-        return _Options(**given)
+        return _Options(**given).model_dump(include=set(given))
     except ValidationError as exc:
         err = exc.errors()[0]
         name = err["loc"][0] if err["loc"] else "?"
