@@ -107,6 +107,7 @@ class Daemon:
         )  # fmt: skip
         cache = PhraseCache(s.cache.dir, max_bytes=s.cache.max_bytes) if s.cache.enabled else None
         tts = make_client(s)
+        tts.on_reachable_change(self._state_dirty.set)  # the state's provider_reachable
         try:
             async with tts:
                 synth = Synthesizer(tts, s.tts.format, s.tts.rate_hz, cache)

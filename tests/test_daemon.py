@@ -121,6 +121,28 @@ async def test_tts_server_down_without_fallback_fails_clearly_then_recovers(stac
     assert stack.capture.read() == await stack.sent(WASHER)
 
 
+async def test_the_state_follows_the_provider_going_away_and_coming_back(stack: Stack) -> None:
+    """``provider_reachable`` in the retained state changes when the provider's reachability
+    does, not at the next event or the 30 s refresh (Home Assistant's "TTS provider" sensor read
+    "unknown" after a start, or "on" after the provider went away, for up to 30 s)."""
+    async with stack.daemon(stack.config(fallback=False)):
+        async with aiomqtt.Client("127.0.0.1", stack.broker.port) as client:
+            await client.subscribe("edgespeak/testnode/state", qos=1)
+
+            async def reachable(wanted: bool) -> None:
+                async with asyncio.timeout(15):
+                    async for message in client.messages:
+                        state = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                        if state["provider_reachable"] is wanted:
+                            return
+
+            await reachable(True)
+            stack.tts.stop()
+            await reachable(False)
+            stack.tts.start()
+            await reachable(True)
+
+
 async def test_broker_restart_resubscribes_and_plays_the_next_announcement(stack: Stack) -> None:
     with daemon_process(stack.config(), stack.capture, stack.workdir):
         async with watching(stack.broker.port) as w:

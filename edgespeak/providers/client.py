@@ -6,7 +6,7 @@ Satisfied by :class:`~edgespeak.providers.fish.FishLiveClient` (docs/protocols.m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, Self
 
 from edgespeak.base.errors import TtsRejected
@@ -29,6 +29,10 @@ class TtsClient(Protocol):
     @property
     def reachable(self) -> bool | None:
         """Whether the last connection attempt succeeded; None before the first one."""
+        ...
+
+    def on_reachable_change(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (on the event loop) whenever :attr:`reachable` changes."""
         ...
 
     @property

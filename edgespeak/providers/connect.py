@@ -92,6 +92,7 @@ class Connector:
         self._closing = False
         self._up = asyncio.Event()  # the last connection attempt succeeded
         self._down = asyncio.Event()  # the last connection attempt failed
+        self.watchers: list[Callable[[], object]] = []  # told when :attr:`reachable` changes
 
     @property
     def reachable(self) -> bool | None:
@@ -135,6 +136,9 @@ class Connector:
         (self._down if up else self._up).clear()
         if was is False and up:
             self._log.info("TTS provider %s reachable again", self.url)
+        if was is not up:
+            for watcher in self.watchers:
+                watcher()
 
     def start(self) -> None:
         """Run the background task unless it runs, the connector is closing or a final
@@ -314,6 +318,10 @@ class ConnectedClient:
     def reachable(self) -> bool | None:
         """Whether the last connection attempt succeeded; None before the first one."""
         return self._connector.reachable
+
+    def on_reachable_change(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (on the event loop) whenever :attr:`reachable` changes."""
+        self._connector.watchers.append(callback)
 
     async def wait_up(self) -> None:
         """Return once a connection attempt has succeeded (at once if the last one did)."""
