@@ -287,7 +287,8 @@ class Daemon:
         self, scheduler: Scheduler, cache: PhraseCache | None, tts: TtsClient
     ) -> None:
         """Publish the retained state whenever it changes (re-read at least every
-        ``STATE_REFRESH_S`` seconds for what changes without an event)."""
+        ``STATE_REFRESH_S`` seconds for what changes without an event), while the broker link
+        is up: on (re)connect it is published again after the discovery messages."""
         assert self._link is not None
         was_speaking = False
         while True:
@@ -295,6 +296,8 @@ class Daemon:
                 async with asyncio.timeout(STATE_REFRESH_S):
                     await self._state_dirty.wait()
             self._state_dirty.clear()
+            if not self._link.up.is_set():  # published on connect, after the discovery
+                continue
             self.state.queue = scheduler.queue_length
             self.state.provider_reachable = tts.reachable
             if cache is not None:
