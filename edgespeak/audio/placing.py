@@ -36,6 +36,9 @@ from edgespeak.audio.device import PcmDevice
 from edgespeak.audio.utterance import Utterance
 from edgespeak.base.pcm import FRAME_BYTES
 
+DELAY_READS = 3  # reads of the delay for an estimate, at most
+DELAY_READ_S = 0.0005  # a read that took longer (s) is done again
+
 
 class Placer:
     """Places utterances with a start instant on ``device`` (writer thread only). The
@@ -137,9 +140,16 @@ class Placer:
 
     def _started(self, utt: Utterance) -> None:
         """Right after ``utt``'s first frames were written: its ``start_offset_s`` from the
-        device's delay now. Raises alsaaudio.ALSAAudioError."""
+        device's delay now. The delay and the clock are read together: read again (up to
+        :data:`DELAY_READS` times) when the thread was held up more than
+        :data:`DELAY_READ_S` around them, which shifted the estimate by that much. Raises
+        alsaaudio.ALSAAudioError."""
         assert utt.start_at is not None
-        queued, now = self.device.delay(), time.monotonic()
+        for _ in range(DELAY_READS):
+            before = time.monotonic()
+            queued, now = self.device.delay(), time.monotonic()
+            if now - before <= DELAY_READ_S:
+                break
         position = utt.playback.skipped_frames + utt.playback.frames  # of the next frame written
         heard = now + (queued - position) / self.device.rate_hz  # when its frame 0 is heard
         utt.playback.start_offset_s = heard - utt.start_at
