@@ -9,20 +9,27 @@ sink (:meth:`~edgespeak.audio.alsa.AlsaSink.prime`): the ALSA writer takes keep-
 back while the event loop is still handing the audio over. The hit is recorded in the index
 once the audio plays (:meth:`~edgespeak.sources.cache.PhraseCache.record_hit`), off the path
 to the first sound.
+
+The provider request and phrase key of the last :data:`KEYS_KEPT` texts are kept (they depend
+only on the text, the announcement's voice options and the settings, which do not change while
+the daemon runs): on a machine slow to wake, building them again was a millisecond of the
+lookup of a phrase said again, as a doorbell's is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from edgespeak.audio.alsa import AlsaSink
-from edgespeak.base.announcement import Announcement
+from edgespeak.base.announcement import Announcement, Latency
 from edgespeak.config import Settings
 from edgespeak.providers.fish_request import announcement_request
 from edgespeak.sources.cache import CachedPhrase, PhraseCache, phrase_key
 
 Lookup = tuple[dict[str, Any], str, CachedPhrase | None]  # request, phrase key, cached phrase
+KEYS_KEPT = 256  # (request, key) pairs kept, most recently used
 
 
 class CacheLookup:
@@ -37,6 +44,7 @@ class CacheLookup:
         self._cache = cache
         self._sink = sink
         self._ahead: tuple[Announcement, asyncio.Future[Lookup]] | None = None
+        self._keys = functools.lru_cache(maxsize=KEYS_KEPT)(self._request_key)
 
     def start(self, ann: Announcement) -> None:
         """Start looking ``ann`` up now, in a worker thread, priming the sink once the index
@@ -74,9 +82,23 @@ class CacheLookup:
         if ahead is not None and not ahead[1].cancel() and not ahead[1].cancelled():
             ahead[1].exception()  # done: retrieved, so that asyncio does not log it
 
-    def _look_up(self, ann: Announcement, prime: bool) -> Lookup:
+    def _request_key(
+        self,
+        text: str,
+        voice: str | None,
+        speed: float | None,
+        volume_db: float | None,
+        latency: Latency | None,
+    ) -> tuple[dict[str, Any], str]:
+        """The provider request and phrase key of ``text`` with these options (memoised in
+        :attr:`_keys`: the request is shared, read it only). Raises ValueError as
+        :func:`phrase_key` does."""
+        ann = Announcement(text, voice=voice, speed=speed, volume_db=volume_db, latency=latency)
         request = announcement_request(self._settings, ann)
-        key = phrase_key(self._settings, self._endpoint, ann.text, request=request)
+        return request, phrase_key(self._settings, self._endpoint, text, request=request)
+
+    def _look_up(self, ann: Announcement, prime: bool) -> Lookup:
+        request, key = self._keys(ann.text, ann.voice, ann.speed, ann.volume_db, ann.latency)
         if self._cache is None:
             return request, key, None
         found = self._sink.prime if prime else None  # the index has it: the file is read next
