@@ -44,3 +44,36 @@ async def test_a_phrase_said_again_hits_only_with_the_options_it_was_stored_with
             request, got, hit = await lookup.result(other, prime=False)
             assert got != key and hit is None, other
             assert request == announcement_request(settings, other)
+
+
+class CountedSink(AlsaSink):
+    """A real sink (never opened here) that counts the primes asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__("default")
+        self.primes = 0
+
+    def prime(self) -> None:
+        self.primes += 1
+        super().prime()
+
+
+async def test_an_announcement_that_plays_next_primes_the_sink_unless_it_is_a_download(
+    tmp_path: Path,
+) -> None:
+    """The sink is primed as soon as the announcement is known to play next, for a phrase
+    (looked up meanwhile) and a ready sound alike, whatever inlet it came from; a media URL's
+    first audio is a download away, so its sink is left as it is."""
+    sink = CountedSink()
+    with PhraseCache(tmp_path / "cache") as cache:
+        lookup = CacheLookup(Settings(tts={"url": ENDPOINT}), ENDPOINT, cache, sink)
+        try:
+            lookup.start(Announcement("Front door open."))
+            assert sink.primes == 1
+            lookup.start(Announcement("chime", sound=b"\0\0" * 100, sound_rate_hz=22050))
+            assert sink.primes == 2
+            lookup.start(Announcement("radio", url="http://127.0.0.1:9/news.mp3"))
+            assert sink.primes == 2
+        finally:
+            lookup.forget()
+            sink.close()

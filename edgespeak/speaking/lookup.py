@@ -4,11 +4,12 @@ The scheduler tells the speaker which announcement plays next as soon as it is q
 (:meth:`~edgespeak.speaking.speaker.Speaker.prepare`). Its lookup (provider request, phrase
 key, the WAV read and checked against its index row) starts then in a worker thread, while the
 event loop publishes the ``received`` event and hops to the speaking task; by the time the
-announcement is spoken its audio has been read. On a hit the worker thread also primes the
-sink (:meth:`~edgespeak.audio.alsa.AlsaSink.prime`): the ALSA writer takes keep-open silence
-back while the event loop is still handing the audio over. The hit is recorded in the index
-once the audio plays (:meth:`~edgespeak.sources.cache.PhraseCache.record_hit`), off the path
-to the first sound.
+announcement is spoken its audio has been read. The sink is primed then too
+(:meth:`~edgespeak.audio.alsa.AlsaSink.prime`; an MQTT announce message has primed it on
+arrival already): the ALSA writer takes keep-open silence back, or prepares a drained device,
+while the audio is read and handed over. A lookup not started ahead primes the sink once the
+index has the phrase. The hit is recorded in the index once the audio plays
+(:meth:`~edgespeak.sources.cache.PhraseCache.record_hit`), off the path to the first sound.
 
 The provider request and phrase key of the last :data:`KEYS_KEPT` texts are kept (they depend
 only on the text, the announcement's voice options and the settings, which do not change while
@@ -47,15 +48,18 @@ class CacheLookup:
         self._keys = functools.lru_cache(maxsize=KEYS_KEPT)(self._request_key)
 
     def start(self, ann: Announcement) -> None:
-        """Start looking ``ann`` up now, in a worker thread, priming the sink once the index
-        has it (``ann`` plays next, as soon as it can); replaces a lookup started so and not
-        used. Nothing for a media URL or a ready sound. Never raises (an error is met by
-        :meth:`result`)."""
-        if self._cache is None or ann.url is not None or ann.sound is not None:
+        """``ann`` plays next, as soon as it can: prime the sink now and start looking ``ann``
+        up in a worker thread; replaces a lookup started so and not used. A ready sound only
+        primes the sink; a media URL does neither (its first audio is a download away). Never
+        raises (an error is met by :meth:`result`)."""
+        if ann.url is not None:
+            return
+        self._sink.prime()
+        if self._cache is None or ann.sound is not None:
             return
         self.forget()
         loop = asyncio.get_running_loop()
-        self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, True))
+        self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, False))
 
     async def result(self, ann: Announcement, prime: bool) -> Lookup:
         """``ann``'s provider request, phrase key and verified cached phrase (None: a miss; no
