@@ -288,19 +288,26 @@ class Daemon:
     ) -> None:
         """Publish the retained state whenever it changes (re-read at least every
         ``STATE_REFRESH_S`` seconds for what changes without an event), while the broker link
-        is up: on (re)connect it is published again after the discovery messages."""
+        is up: on (re)connect it is published again after the discovery messages.
+
+        The cache's entries are counted again (in a worker thread, under the index lock) only
+        once nothing plays or waits, or at the refresh: phrases are stored as an announcement
+        ends, and counting as one arrived took the lock and a core from its cache lookup."""
         assert self._link is not None
         was_speaking = False
         while True:
-            with contextlib.suppress(TimeoutError):
+            refresh = False
+            try:
                 async with asyncio.timeout(STATE_REFRESH_S):
                     await self._state_dirty.wait()
+            except TimeoutError:
+                refresh = True
             self._state_dirty.clear()
             if not self._link.up.is_set():  # published on connect, after the discovery
                 continue
             self.state.queue = scheduler.queue_length
             self.state.provider_reachable = tts.reachable
-            if cache is not None:
+            if cache is not None and (refresh or not self.state.speaking):
                 self.state.cache_entries = await asyncio.to_thread(cache.count)
             payload = self.state.to_json()
             if payload != self._last_state:

@@ -195,3 +195,22 @@ async def test_group_announcements_only_for_the_nodes_groups(stack: Stack) -> No
     assert [e["id"] for e in w.events if e["state"] == "finished"] == ["g-down", "g-all", "g-own"]
     expected = [await stack.sent(text) for text in (DOWNSTAIRS, EVERYONE, DOOR)]
     assert stack.capture.read() == b"".join(expected)
+
+
+async def test_cache_entries_follow_the_phrases_stored_once_the_node_is_idle(
+    stack: Stack,
+) -> None:
+    """The entry count is read again once nothing plays or waits (not as each announcement
+    arrives): each new phrase spoken shows up in the state, a phrase said again does not."""
+    config = node_config(stack)
+    async with stack.daemon(config) as w, inbox(stack.broker.port, STATE) as box:
+        first = await wait_state(box, lambda s: s["state"] == "idle")
+        assert box.messages[first].json()["cache_entries"] == 0
+        counts = []
+        for n, text in enumerate((DOOR, WASHER, DOOR)):
+            done = await w.say(text, f"count-{n}")
+            assert done["state"] == "finished", done
+            at = await wait_state(box, lambda s: s["state"] == "idle", first + 1)
+            counts.append(box.messages[at].json()["cache_entries"])
+            first = at
+    assert counts == [1, 2, 2]

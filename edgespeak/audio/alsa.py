@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 from edgespeak.audio.device import Mixer, PcmDevice
 from edgespeak.audio.playback import Playback, Player, Utterance
@@ -76,6 +77,8 @@ class AlsaSink:
         self._mixer = Mixer(mixer, mixer_device)
         self.set_volume(volume)
         self._closed = False
+        self._period_s = period_ms / 1000
+        self._primed_at = -math.inf  # time.monotonic() of the last prime handed to the writer
         self._writer = Writer(self._player, queue_chunks)
 
     @property
@@ -132,8 +135,12 @@ class AlsaSink:
         the utterance's first frame comes (:meth:`Player.prime`); when it has stopped
         (drained), it is prepared now. Either way the first frame is written to a prepared
         device at once. The silence resumes if no utterance begins within a period.
-        Thread-safe (a worker thread calls it); nothing once closed."""
-        if not self._closed:
+        A prime within a period of the previous one is already under way: not repeated (the
+        writer would wake for nothing while the first sound is on its way). Thread-safe (a
+        worker thread calls it); nothing once closed."""
+        now = time.monotonic()
+        if not self._closed and now - self._primed_at >= self._period_s:
+            self._primed_at = now
             self._writer.put("prime", None)
 
     async def write(self, utt: Utterance, pcm: bytes) -> None:

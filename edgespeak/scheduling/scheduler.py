@@ -80,6 +80,12 @@ class Scheduler:
         self._closed: str | None = None  # why newcomers are refused, once closed
 
     @property
+    def idle(self) -> bool:
+        """Nothing is playing and nothing waits: an announcement queued now plays at once
+        (unless refused, a duplicate, or placed at a start instant by a group)."""
+        return self._current is None and not self._waiting
+
+    @property
     def queue_length(self) -> int:
         """Announcements waiting (the playing one not counted)."""
         return len(self._waiting)

@@ -4,25 +4,33 @@ The scheduler tells the speaker which announcement plays next as soon as it is q
 (:meth:`~edgespeak.speaking.speaker.Speaker.prepare`). Its lookup (provider request, phrase
 key, the WAV read and checked against its index row) starts then in a worker thread, while the
 event loop publishes the ``received`` event and hops to the speaking task; by the time the
-announcement is spoken its audio has been read. On a hit the worker thread also primes the
-sink (:meth:`~edgespeak.audio.alsa.AlsaSink.prime`): the ALSA writer takes keep-open silence
-back while the event loop is still handing the audio over. The hit is recorded in the index
-once the audio plays (:meth:`~edgespeak.sources.cache.PhraseCache.record_hit`), off the path
-to the first sound.
+announcement is spoken its audio has been read. The sink is primed then too
+(:meth:`~edgespeak.audio.alsa.AlsaSink.prime`; an MQTT announce message has primed it on
+arrival already): the ALSA writer takes keep-open silence back, or prepares a drained device,
+while the audio is read and handed over. A lookup not started ahead primes the sink once the
+index has the phrase. The hit is recorded in the index once the audio plays
+(:meth:`~edgespeak.sources.cache.PhraseCache.record_hit`), off the path to the first sound.
+
+The provider request and phrase key of the last :data:`KEYS_KEPT` texts are kept (they depend
+only on the text, the announcement's voice options and the settings, which do not change while
+the daemon runs): on a machine slow to wake, building them again was a millisecond of the
+lookup of a phrase said again, as a doorbell's is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from edgespeak.audio.alsa import AlsaSink
-from edgespeak.base.announcement import Announcement
+from edgespeak.base.announcement import Announcement, Latency
 from edgespeak.config import Settings
 from edgespeak.providers.fish_request import announcement_request
 from edgespeak.sources.cache import CachedPhrase, PhraseCache, phrase_key
 
 Lookup = tuple[dict[str, Any], str, CachedPhrase | None]  # request, phrase key, cached phrase
+KEYS_KEPT = 256  # (request, key) pairs kept, most recently used
 
 
 class CacheLookup:
@@ -37,17 +45,21 @@ class CacheLookup:
         self._cache = cache
         self._sink = sink
         self._ahead: tuple[Announcement, asyncio.Future[Lookup]] | None = None
+        self._keys = functools.lru_cache(maxsize=KEYS_KEPT)(self._request_key)
 
     def start(self, ann: Announcement) -> None:
-        """Start looking ``ann`` up now, in a worker thread, priming the sink once the index
-        has it (``ann`` plays next, as soon as it can); replaces a lookup started so and not
-        used. Nothing for a media URL or a ready sound. Never raises (an error is met by
-        :meth:`result`)."""
-        if self._cache is None or ann.url is not None or ann.sound is not None:
+        """``ann`` plays next, as soon as it can: prime the sink now and start looking ``ann``
+        up in a worker thread; replaces a lookup started so and not used. A ready sound only
+        primes the sink; a media URL does neither (its first audio is a download away). Never
+        raises (an error is met by :meth:`result`)."""
+        if ann.url is not None:
+            return
+        self._sink.prime()
+        if self._cache is None or ann.sound is not None:
             return
         self.forget()
         loop = asyncio.get_running_loop()
-        self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, True))
+        self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, False))
 
     async def result(self, ann: Announcement, prime: bool) -> Lookup:
         """``ann``'s provider request, phrase key and verified cached phrase (None: a miss; no
@@ -74,9 +86,23 @@ class CacheLookup:
         if ahead is not None and not ahead[1].cancel() and not ahead[1].cancelled():
             ahead[1].exception()  # done: retrieved, so that asyncio does not log it
 
-    def _look_up(self, ann: Announcement, prime: bool) -> Lookup:
+    def _request_key(
+        self,
+        text: str,
+        voice: str | None,
+        speed: float | None,
+        volume_db: float | None,
+        latency: Latency | None,
+    ) -> tuple[dict[str, Any], str]:
+        """The provider request and phrase key of ``text`` with these options (memoised in
+        :attr:`_keys`: the request is shared, read it only). Raises ValueError as
+        :func:`phrase_key` does."""
+        ann = Announcement(text, voice=voice, speed=speed, volume_db=volume_db, latency=latency)
         request = announcement_request(self._settings, ann)
-        key = phrase_key(self._settings, self._endpoint, ann.text, request=request)
+        return request, phrase_key(self._settings, self._endpoint, text, request=request)
+
+    def _look_up(self, ann: Announcement, prime: bool) -> Lookup:
+        request, key = self._keys(ann.text, ann.voice, ann.speed, ann.volume_db, ann.latency)
         if self._cache is None:
             return request, key, None
         found = self._sink.prime if prime else None  # the index has it: the file is read next

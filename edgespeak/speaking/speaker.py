@@ -93,9 +93,9 @@ class Speaker:
         self._lookup = CacheLookup(settings, endpoint, cache, sink)
 
     def prepare(self, ann: Announcement) -> None:
-        """``ann`` plays next, as soon as it can (no start instant): start its cache lookup now,
-        priming the sink when the index has it
-        (:class:`~edgespeak.speaking.lookup.CacheLookup`). Never raises."""
+        """``ann`` plays next, as soon as it can (no start instant): prime the sink and start its
+        cache lookup now (:meth:`~edgespeak.speaking.lookup.CacheLookup.start`). Never
+        raises."""
         self._lookup.start(ann)
 
     async def speak(self, ann: Announcement, start_at: float | None = None) -> Event:

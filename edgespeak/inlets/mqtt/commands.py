@@ -73,7 +73,15 @@ class Commands:
 
     def announce(self, msg: Incoming) -> None:
         """Parse and queue one announcement. Its TTL becomes the smaller of the message's
-        remaining MQTT 5 expiry and its ``ttl_s`` (payload, else ``[daemon] ttl_s``)."""
+        remaining MQTT 5 expiry and its ``ttl_s`` (payload, else ``[daemon] ttl_s``).
+
+        When nothing is playing or waiting, the sink is primed first, before the payload is
+        read (:meth:`AlsaSink.prime`): the ALSA writer takes back the keep-open silence (or
+        prepares a drained device) while the announcement is parsed, queued and looked up,
+        so its first frame is written to a ready device. A message that turns out not to
+        play costs the keep-open silence a gap of one period at most."""
+        if self._scheduler.idle:
+            self._sink.prime()
         limits = self._settings.limits
         try:
             ann = parse_payload(

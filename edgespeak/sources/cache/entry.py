@@ -99,7 +99,19 @@ def read_checked(path: Path, entry: Entry) -> tuple[bytes, str | None]:
 
 
 def _check_wav(header: bytes, pcm: bytes, entry: Entry) -> str | None:
-    """Why ``header`` + ``pcm`` (lengths already checked) do not match ``entry``, or None."""
+    """Why ``header`` + ``pcm`` (lengths already checked) do not match ``entry``, or None.
+
+    The header must be the canonical one for the row (mono, 16-bit, its rate and frames): one
+    equal to it needs no parsing, another is parsed only to say what differs."""
+    if header != wav_header(entry.rate_hz, data_bytes=entry.frames * FRAME_BYTES):
+        return _header_problem(header, entry)
+    if hashlib.sha256(pcm).hexdigest() != entry.sha256:
+        return "PCM checksum mismatch"
+    return None
+
+
+def _header_problem(header: bytes, entry: Entry) -> str:
+    """What differs between ``header`` and the canonical header of ``entry``."""
     try:
         with wave.open(io.BytesIO(header), "rb") as wav:
             params = wav.getparams()
@@ -113,11 +125,7 @@ def _check_wav(header: bytes, pcm: bytes, entry: Entry) -> str | None:
         return f"rate {params.framerate} Hz, expected {entry.rate_hz} Hz"
     if params.nframes != entry.frames:
         return f"{params.nframes} frames, expected {entry.frames}"
-    if header != wav_header(entry.rate_hz, data_bytes=entry.frames * FRAME_BYTES):
-        return "non-canonical WAV header"
-    if hashlib.sha256(pcm).hexdigest() != entry.sha256:
-        return "PCM checksum mismatch"
-    return None
+    return "non-canonical WAV header"
 
 
 def wav_path(directory: Path, key: str) -> Path:
