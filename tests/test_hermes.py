@@ -20,6 +20,7 @@ from edgespeak.inlets.hermes.messages import (
     HermesTopics,
     PlayBytes,
     Say,
+    SayRefused,
     parse_play_bytes,
     parse_say,
     play_finished,
@@ -165,6 +166,21 @@ def test_malformed_say_names_the_field(
     with pytest.raises(PayloadError, match=field) as info:
         say(body)
     assert info.value.announcement_id == ("x1" if carries_id else None)
+
+
+def test_a_say_for_us_that_cannot_be_spoken_carries_its_say_finished_reply() -> None:
+    """Bad before: such a say got a failed event and no sayFinished, and a dialogue manager
+    waiting for it waited for its timeout. A say whose ids cannot be read has nothing to echo."""
+    ids = {"siteId": "kitchen", "id": "x1", "sessionId": "s1"}
+    for bad in ({"text": ""}, {"text": "Hi", "volume": 1.5}, {"text": "Hi", "lang": ["en"]}):
+        with pytest.raises(SayRefused) as refused:
+            say(ids | bad)
+        assert json.loads(refused.value.reply) == ids
+        assert refused.value.announcement_id == "x1"
+    for unreadable in ({"siteId": 3}, {"id": 17}, {"sessionId": 1}):
+        with pytest.raises(PayloadError) as info:
+            say(ids | {"text": ""} | unreadable)
+        assert not isinstance(info.value, SayRefused)
 
 
 def test_volume_nan_or_infinity_is_refused() -> None:

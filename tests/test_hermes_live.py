@@ -58,6 +58,23 @@ async def test_say_for_our_site_is_spoken_and_answered(stack: Stack) -> None:
     assert stack.capture.read()[len(halved) :] == await stack.sent(WASHER)
 
 
+async def test_a_say_with_nothing_to_speak_is_answered(stack: Stack) -> None:
+    """A say for our site with an empty text (and one another site's) fails, and ours is
+    answered with sayFinished at once: Rhasspy's dialogue manager waits for it."""
+    config = node_config(stack, HERMES)
+    async with stack.daemon(config) as w, inbox(stack.broker.port, "hermes/#") as box:
+        other = {"text": "", "siteId": "bedroom", "id": "h-8", "sessionId": "s-8"}
+        await box.publish(SAY, json.dumps(other))
+        await box.publish(SAY, json.dumps({"text": " ", "siteId": SITE, "id": "h-9",
+                                           "sessionId": "s-9"}))  # fmt: skip
+        answered = await box.wait_for(lambda m: m.topic == SAY_FINISHED)
+        failed = await w.wait("finished", "failed", ann_id="h-9")
+    assert box.messages[answered].json() == {"siteId": SITE, "id": "h-9", "sessionId": "s-9"}
+    assert [m.json()["id"] for m in box.messages if m.topic == SAY_FINISHED] == ["h-9"]
+    assert failed["state"] == "failed" and "'text' is empty" in failed["error"], failed
+    assert w.states("h-8") == []
+
+
 async def test_play_bytes_plays_the_wav_and_answers_even_when_it_is_garbage(stack: Stack) -> None:
     pcm = tone(16000, 0.3, 440)
     config = node_config(stack, HERMES)

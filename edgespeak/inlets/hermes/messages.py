@@ -116,6 +116,16 @@ class HermesTopics:
         return [self.say, self.play_bytes]
 
 
+class SayRefused(PayloadError):
+    """A ``hermes/tts/say`` for this site that cannot be spoken (its ``text``, ``volume`` or
+    ``lang`` is bad) but whose ``id`` and ``sessionId`` could be read: ``reply`` is the
+    sayFinished payload that answers it, so that a dialogue waiting for it goes on."""
+
+    def __init__(self, message: str, hermes_id: str | None, reply: bytes) -> None:
+        super().__init__(message, hermes_id)
+        self.reply = reply
+
+
 @dataclass(frozen=True)
 class Say:
     """A ``hermes/tts/say`` for this site.
@@ -157,6 +167,8 @@ def parse_say(
     characters once control characters are removed, a ``volume`` that is not a
     number or is outside 0..1. The error's ``announcement_id`` is the Hermes ``id`` when it
     could be read. ``null`` counts as absent; unknown fields are ignored (logged at DEBUG).
+    Raised as :class:`SayRefused`, with the sayFinished reply, once ``siteId``, ``id`` and
+    ``sessionId`` have been read.
     """
     obj = _json_object(payload, max_bytes)
     msg_site = _opt_str(obj, "siteId", None)
@@ -167,6 +179,24 @@ def parse_say(
         return None
     hermes_id = _opt_str(obj, "id", None)
     session_id = _opt_str(obj, "sessionId", hermes_id)
+    try:
+        return _say(obj, msg_site, hermes_id, session_id, received_at, topic, max_chars)
+    except PayloadError as exc:
+        reply = _finished(msg_site, hermes_id, session_id)
+        raise SayRefused(str(exc), hermes_id, reply) from None
+
+
+def _say(
+    obj: dict[str, Any],
+    msg_site: str,
+    hermes_id: str | None,
+    session_id: str | None,
+    received_at: float,
+    topic: str,
+    max_chars: int,
+) -> Say:
+    """The :class:`Say` of ``obj``, a say for this site whose ids have been read. Raises
+    PayloadError for a bad ``lang``, ``text`` or ``volume``."""
     lang = _opt_str(obj, "lang", hermes_id)
     text = obj.get("text")
     if text is None:
@@ -206,7 +236,11 @@ def say_finished(say: Say) -> bytes:
     """The ``hermes/tts/sayFinished`` payload for ``say``: UTF-8 JSON
     ``{"siteId": str, "id": str | null, "sessionId": str | null}``, the same keys, order and
     nulls as rhasspy-hermes ``TtsSayFinished.payload()``."""
-    body = {"siteId": say.site_id, "id": say.hermes_id, "sessionId": say.session_id}
+    return _finished(say.site_id, say.hermes_id, say.session_id)
+
+
+def _finished(site_id: str, hermes_id: str | None, session_id: str | None) -> bytes:
+    body = {"siteId": site_id, "id": hermes_id, "sessionId": session_id}
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 

@@ -6,7 +6,10 @@ Message shapes are :mod:`edgespeak.inlets.hermes.messages`'s. A reply is sent wh
 failed, interrupted, expired), as Rhasspy's own services do: its dialogue manager waits for it.
 Hermes ids are not de-duplicated (Rhasspy sends a fresh one per request). A say that cannot
 be read ends in a ``failed`` event (under its ``id`` when that could be read, else a made-up
-one), whatever it holds; it gets no ``sayFinished``, having no session to finish.
+one), whatever it holds. One for this site whose ``id`` and ``sessionId`` could be read (its
+text, volume or language is bad: an empty text, say) is answered with ``sayFinished`` too, so
+that the dialogue waiting for it goes on; one whose ids cannot be read gets none, having no
+session to finish.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from edgespeak.inlets.hermes.messages import (
     HermesTopics,
     PlayBytes,
     Say,
+    SayRefused,
     parse_play_bytes,
     parse_say,
     play_finished,
@@ -71,6 +75,8 @@ class HermesLink:
             ann_id = exc.announcement_id or uuid.uuid4().hex[:12]
             log.warning("bad hermes/tts/say (id %s): %s", ann_id, exc)
             self._publish(Event(ann_id, "failed", error=str(exc)))
+            if isinstance(exc, SayRefused):
+                self._post(self.topics.say_finished, exc.reply)
             return
         except Exception as exc:  # a parser bug: this message still ends in an event
             ann_id = uuid.uuid4().hex[:12]
