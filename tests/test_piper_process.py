@@ -1,6 +1,7 @@
 """The daemon's Piper worker process (real Piper in a real child process): requests take
 turns, one left early is cancelled without disturbing the next, a dead worker fails its
-requests with a clear error, and a broken voice is reported at start."""
+requests with a clear error (and the fallback starts it again), and a broken voice is reported
+at start."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edgespeak.sources.espeak import EngineError
-from edgespeak.sources.piper_process import PiperProcess
+from edgespeak.sources.espeak import EngineError, EspeakEngine
+from edgespeak.sources.fallback import Fallback
+from edgespeak.sources.piper_process import START_TIMEOUT_S, PiperProcess
 from edgespeak.sources.voices import VoiceError, describe, find_piper_voices
 from tests.asr import heard
 from tests.test_piper_server import JOE, copy_voice
@@ -69,3 +71,35 @@ async def test_a_corrupt_model_is_reported_at_start(tmp_path: Path) -> None:
     with pytest.raises(VoiceError, match="cannot load"):
         await process.start()
     assert not process.ready
+
+
+async def test_a_fallback_worker_that_died_is_started_again_and_espeak_ng_speaks_meanwhile() -> (
+    None
+):
+    """Bad before: a Piper worker that died (killed for memory on a Pi, say) stayed dead until
+    the daemon restarted, and every fallback announcement fell to espeak-ng. A second death
+    within RESTART_EVERY_S is not restarted at once (no restart loop)."""
+    piper = PiperProcess(find_piper_voices().get(JOE))
+    fallback = Fallback(EspeakEngine(voice="en"), "en", piper, live_max_rtf=5.0)
+    await fallback.start()
+    try:
+        assert fallback.live().engine == "piper"
+        first_pid = piper.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        with pytest.raises(EngineError, match="exited"):
+            _ = [chunk async for chunk in piper.synthesize("Hello there.")]
+        meanwhile = fallback.live()
+        assert meanwhile.engine == "espeak-ng" and fallback.revival is not None
+        await asyncio.wait_for(fallback.revival, START_TIMEOUT_S)
+        again, second_pid = fallback.live(), piper.pid
+        assert again.engine == "piper" and second_pid is not None and second_pid != first_pid
+        heard(b"".join([c async for c in again.synthesize("Dinner is ready.")]), 22050,
+              "Dinner is ready.")  # fmt: skip
+        revival = fallback.revival
+        os.kill(second_pid, signal.SIGKILL)
+        with pytest.raises(EngineError, match="exited"):
+            _ = [chunk async for chunk in piper.synthesize("Hello there.")]
+        assert fallback.live().engine == "espeak-ng" and fallback.revival is revival
+    finally:
+        await fallback.close()

@@ -7,11 +7,19 @@ too: live fallback (uncached text, someone waiting) uses Piper only when its rea
 measured at start is at most ``[fallback] live_max_rtf``, else espeak-ng in the Piper voice's
 language, which keeps up on any Pi; pinned phrases use Piper whatever its speed, in the
 background (:mod:`edgespeak.sources.warmer`). Piper is never imported into the daemon.
+
+A Piper worker that ran and died (killed for memory on a 512 MB Pi, say) is started again in
+the background when the fallback is next needed, at most every :data:`RESTART_EVERY_S`
+seconds; espeak-ng speaks meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,6 +34,7 @@ if TYPE_CHECKING:  # imported only for a Piper [fallback] voice
     from edgespeak.sources.piper_process import PiperProcess
 
 log = logging.getLogger(__name__)
+RESTART_EVERY_S = 30.0  # a Piper worker that died is started again at most this often
 
 
 @dataclass
@@ -68,11 +77,15 @@ class Fallback:
     piper: PiperProcess | None = None
     live_max_rtf: float = 0.5
     rendered: dict[str, str] = field(default_factory=dict)
+    revival: asyncio.Task[None] | None = field(default=None, repr=False)  # a restart under way
+    _revived_at: float = field(default=-math.inf, repr=False)  # time.monotonic() s
 
     def live(self) -> LiveVoice:
         """The voice for an announcement the provider cannot speak now: Piper when its worker
-        is ready and keeps up (RTF at most ``live_max_rtf``), else espeak-ng. Raises
-        EngineError when neither can speak."""
+        is ready and keeps up (RTF at most ``live_max_rtf``), else espeak-ng. A worker that
+        ran and died is started again in the background (:attr:`revival`), at most every
+        ``RESTART_EVERY_S``. Raises EngineError when neither can speak."""
+        self._revive()
         piper = self.piper
         if piper is not None and piper.ready and (piper.rtf or 0) <= self.live_max_rtf:
             return LiveVoice(piper.voice, "piper", piper.rate_hz, _piper=piper)
@@ -107,8 +120,32 @@ class Fallback:
                 self.espeak_voice,
             )
 
+    def _revive(self) -> None:
+        """Start the Piper worker again in the background when it had started and is gone."""
+        piper, now = self.piper, time.monotonic()
+        if piper is None or piper.ready or piper.rtf is None:  # none, running, never started
+            return
+        if self.revival is not None and not self.revival.done():
+            return
+        if now - self._revived_at < RESTART_EVERY_S:  # no restart loop (out of memory?)
+            return
+        self._revived_at = now
+        log.warning("the Piper worker for %s is gone: starting it again", piper.voice)
+        self.revival = asyncio.get_running_loop().create_task(self._restart(piper))
+
+    @staticmethod
+    async def _restart(piper: PiperProcess) -> None:
+        try:
+            await piper.start()
+        except VoiceError as exc:
+            log.error("the Piper worker for %s did not start again: %s", piper.voice, exc)
+
     async def close(self) -> None:
-        """Stop the Piper worker, if any."""
+        """Stop the Piper worker, if any (and a restart under way)."""
+        if self.revival is not None:
+            self.revival.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.revival
         if self.piper is not None:
             await self.piper.close()
 
