@@ -73,9 +73,7 @@ async def test_a_corrupt_model_is_reported_at_start(tmp_path: Path) -> None:
     assert not process.ready
 
 
-async def test_a_fallback_worker_that_died_is_started_again_and_espeak_ng_speaks_meanwhile() -> (
-    None
-):
+async def test_a_dead_fallback_worker_is_started_again_espeak_ng_meanwhile() -> None:
     """Bad before: a Piper worker that died (killed for memory on a Pi, say) stayed dead until
     the daemon restarted, and every fallback announcement fell to espeak-ng. A second death
     within RESTART_EVERY_S is not restarted at once (no restart loop)."""
