@@ -5,17 +5,38 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from typing import Any
+from pathlib import Path
 
-from edgespeak.inlets import rate_limit
+import pytest
+import token_bucket.storage
+
+from edgespeak.base.errors import ConfigError
+from edgespeak.config import load_config
+from edgespeak.config.rates import Rate, parse_rates
 from edgespeak.inlets.rate_limit import TopicRateLimit
 from tests.conftest import Stack
 
 LIMITS = '\n[limits]\nmax_payload_bytes = 1024\nmax_text_chars = 60\nrate = "5/minute"\n'
 
 
-def test_rate_limit_counts_per_topic_and_refuses_past_every_limit() -> None:
+class _Clock:
+    """A monotonic clock the test moves: ``token_bucket``'s storage reads ``time.monotonic``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(token_bucket.storage, "time", fake)
+    return fake
+
+
+def test_rate_limit_counts_per_topic_and_refuses_past_every_limit(clock: _Clock) -> None:
     limit = TopicRateLimit("3/minute;4/hour")
     assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
     assert limit.allow("b"), "another topic has its own allowance"
@@ -24,26 +45,65 @@ def test_rate_limit_counts_per_topic_and_refuses_past_every_limit() -> None:
     assert [tight.allow("t") for _ in range(3)] == [True, True, False]
 
 
+def test_rate_limit_refills_at_its_rate_and_a_refusal_costs_nothing(clock: _Clock) -> None:
+    limit = TopicRateLimit("2/second;3/hour")
+    assert [limit.allow("a") for _ in range(3)] == [True, True, False]
+    clock.now += 0.4  # 0.8 of a token back in the 2/second bucket
+    assert not limit.allow("a")
+    clock.now += 0.1
+    assert limit.allow("a"), "a token is back after half a second"
+    clock.now += 1.0
+    assert not limit.allow("a"), "3/hour is spent: the refused inputs took none of it"
+    clock.now += 1200.0
+    assert limit.allow("a"), "an hour's bucket gives a token back every 20 minutes"
+
+
+def test_rate_limit_lets_a_full_burst_through_after_a_quiet_period(clock: _Clock) -> None:
+    limit = TopicRateLimit("5/minute")
+    assert sum(limit.allow("a") for _ in range(10)) == 5
+    clock.now += 30.0
+    assert sum(limit.allow("a") for _ in range(10)) == 2, "2.5 tokens back after half a minute"
+    clock.now += 3600.0
+    assert sum(limit.allow("a") for _ in range(10)) == 5, "refilled to the limit, not past it"
+
+
 def test_rate_limit_starts_no_thread_per_announcement() -> None:
-    """limits' MemoryStorage started a timer thread on a hit once its last one had run out:
-    a thread per announcement, on the event loop, on the way to the speaker (issue 17)."""
+    """The ``limits`` library used before started a timer thread on nearly every hit, on the
+    event loop, on the way to the speaker (issue 17)."""
     limit = TopicRateLimit("20/minute")
-    library_storage: Any = limit._limiter.storage
-    library_storage.timer.join()  # the one the library starts when the storage is made
     before = set(threading.enumerate())
     assert limit.allow("edgespeak/all/announce")
     assert limit.allow("edgespeak/kitchen/announce")
     assert set(threading.enumerate()) == before
 
 
-def test_rate_limit_drops_expired_entries_when_it_counts() -> None:
-    limit = TopicRateLimit("3/second")
-    assert [limit.allow("a") for _ in range(4)] == [True, True, True, False]
-    (key,) = limit._storage.events
-    time.sleep(1.05)  # the clock must move past the window: the entries expire
-    limit._expired_at -= rate_limit.EXPIRE_EVERY_S  # the expiry is due
-    assert limit.allow("a"), "the window has moved on"
-    assert len(limit._storage.events[key]) == 1, "the three expired entries were dropped"
+@pytest.mark.parametrize(
+    ("spec", "rates"),
+    [
+        ("20/minute", [(20, 60)]),
+        ("20 per minute", [(20, 60)]),
+        ("3 PER HOUR", [(3, 3600)]),
+        ("5/second;60/hour", [(5, 1), (60, 3600)]),
+        ("1/day,2/month|3/year", [(1, 86400), (2, 30 * 86400), (3, 360 * 86400)]),
+        (" 10 / 2 minutes ", [(10, 120)]),
+    ],
+)
+def test_rate_notation_is_the_one_configs_were_written_in(
+    spec: str, rates: list[tuple[int, int]]
+) -> None:
+    assert parse_rates(spec) == [Rate(n, float(s)) for n, s in rates]
+
+
+@pytest.mark.parametrize(
+    "spec", ["", "20", "x/minute", "20/fortnight", "20/minute;", "0/minute", "5/0 minutes"]
+)
+def test_a_rate_that_is_not_one_is_refused_by_the_config(tmp_path: Path, spec: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a rate|allows nothing"):
+        parse_rates(spec)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[limits]\nrate = "{spec}"\n')
+    with pytest.raises(ConfigError, match=r"is not a rate; write e\.g\. \"20/minute\""):
+        load_config(config)
 
 
 async def test_oversize_control_character_and_flood_inputs_fail_and_the_rest_plays(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from limits import parse_many
 from pydantic import (
     Field,
     SecretStr,
@@ -14,6 +13,7 @@ from pydantic import (
 )
 
 from edgespeak.config.common import Section
+from edgespeak.config.rates import parse_rates
 
 
 class AudioConfig(Section):
@@ -134,8 +134,8 @@ class DaemonConfig(Section):
 class LimitsConfig(Section):
     """What one MQTT input may carry, and how often: ``max_payload_bytes`` (bytes of one
     announce or Hermes say payload), ``max_text_chars`` (characters of its text, after control
-    characters are removed), ``rate`` (announcements per topic, in the ``limits`` library's
-    notation: ``"20/minute"``, ``"5/second;60/hour"``)."""
+    characters are removed), ``rate`` (announcements per topic: ``"20/minute"``,
+    ``"5/second;60/hour"``; :mod:`edgespeak.config.rates`)."""
 
     max_payload_bytes: int = Field(16384, ge=256, le=1024 * 1024)
     max_text_chars: int = Field(1000, ge=1, le=100_000)
@@ -145,7 +145,7 @@ class LimitsConfig(Section):
     @classmethod
     def _rate_parses(cls, value: str) -> str:
         try:
-            parse_many(value)
+            parse_rates(value)
         except ValueError:
             raise ValueError(
                 f'{value!r} is not a rate; write e.g. "20/minute" or "5/second;60/hour"'
