@@ -4,7 +4,10 @@ The scheduler tells the speaker which announcement plays next as soon as it is q
 (:meth:`~edgespeak.speaking.speaker.Speaker.prepare`). Its lookup (provider request, phrase
 key, the WAV read and checked against its index row) starts then in a worker thread, while the
 event loop publishes the ``received`` event and hops to the speaking task; by the time the
-announcement is spoken its audio has been read. The sink is primed then too
+announcement is spoken its audio has been read. A phrase said lately whose file can be read
+without waiting for a disk is read at once on the event loop instead
+(:meth:`~edgespeak.sources.cache.PhraseCache.get_now`), saving the two thread wake-ups of the
+hop. The sink is primed then too
 (:meth:`~edgespeak.audio.alsa.AlsaSink.prime`; an MQTT announce message has primed it on
 arrival already): the ALSA writer takes keep-open silence back, or prepares a drained device,
 while the audio is read and handed over. A lookup not started ahead primes the sink once the
@@ -48,8 +51,9 @@ class CacheLookup:
         self._keys = functools.lru_cache(maxsize=KEYS_KEPT)(self._request_key)
 
     def start(self, ann: Announcement) -> None:
-        """``ann`` plays next, as soon as it can: prime the sink now and start looking ``ann``
-        up in a worker thread; replaces a lookup started so and not used. A ready sound only
+        """``ann`` plays next, as soon as it can: prime the sink now and look ``ann`` up (at
+        once if :meth:`PhraseCache.get_now` can, else in a worker thread); replaces a lookup
+        started so and not used. A ready sound only
         primes the sink; a media URL does neither (its first audio is a download away). Never
         raises (an error is met by :meth:`result`)."""
         if ann.url is not None:
@@ -59,7 +63,12 @@ class CacheLookup:
             return
         self.forget()
         loop = asyncio.get_running_loop()
-        self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, False))
+        now = self._look_up_now(ann)
+        if now is None:
+            self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, False))
+        else:
+            self._ahead = (ann, loop.create_future())
+            self._ahead[1].set_result(now)
 
     async def result(self, ann: Announcement, prime: bool) -> Lookup:
         """``ann``'s provider request, phrase key and verified cached phrase (None: a miss; no
@@ -73,6 +82,10 @@ class CacheLookup:
         self.forget()
         if self._cache is None:
             return self._look_up(ann, False)
+        if (now := self._look_up_now(ann)) is not None:
+            if prime:
+                self._sink.prime()
+            return now
         return await asyncio.get_running_loop().run_in_executor(None, self._look_up, ann, prime)
 
     def record_hit(self, phrase: CachedPhrase) -> None:
@@ -100,6 +113,21 @@ class CacheLookup:
         ann = Announcement(text, voice=voice, speed=speed, volume_db=volume_db, latency=latency)
         request = announcement_request(self._settings, ann)
         return request, phrase_key(self._settings, self._endpoint, text, request=request)
+
+    def _look_up_now(self, ann: Announcement) -> Lookup | None:
+        """``ann``'s lookup made on this thread, if its phrase is a hit that can be read without
+        waiting for a disk (:meth:`PhraseCache.get_now`: said lately, its file in the page
+        cache), else None: a miss, or a hit to read in a thread. The request and key are
+        memoised, so building them again costs nothing; an error building them is left to
+        the thread's lookup, which raises it."""
+        if self._cache is None:
+            return None
+        try:
+            request, key = self._keys(ann.text, ann.voice, ann.speed, ann.volume_db, ann.latency)
+        except ValueError:
+            return None
+        phrase = self._cache.get_now(key)
+        return None if phrase is None else (request, key, phrase)
 
     def _look_up(self, ann: Announcement, prime: bool) -> Lookup:
         request, key = self._keys(ann.text, ann.voice, ann.speed, ann.volume_db, ann.latency)

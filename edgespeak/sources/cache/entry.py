@@ -95,10 +95,10 @@ def read_checked(path: Path, entry: Entry) -> tuple[bytes, str | None]:
         return b"", f"cannot read file: {exc}"
     if len(header) + len(pcm) != expected:
         return b"", f"read {len(header) + len(pcm)} bytes, expected {expected}"
-    return pcm, _check_wav(header, pcm, entry)
+    return pcm, check_wav(header, pcm, entry)
 
 
-def _check_wav(header: bytes, pcm: bytes, entry: Entry) -> str | None:
+def check_wav(header: bytes, pcm: bytes, entry: Entry) -> str | None:
     """Why ``header`` + ``pcm`` (lengths already checked) do not match ``entry``, or None.
 
     The header must be the canonical one for the row (mono, 16-bit, its rate and frames): one

@@ -23,6 +23,7 @@ from types import TracebackType
 from edgespeak.base.pcm import FRAME_BYTES, WAV_HEADER_BYTES
 from edgespeak.sources.cache.bounds import evict, fits_beside_pins
 from edgespeak.sources.cache.entry import CachedPhrase, Entry, fsync_dir, read_checked, wav_path
+from edgespeak.sources.cache.hot import HotPhrases
 from edgespeak.sources.cache.index import (
     COLUMNS,
     NEXT_SEQ,
@@ -63,6 +64,7 @@ class PhraseCache:
         self.usable = False
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._hot = HotPhrases()
         try:
             directory.mkdir(parents=True, exist_ok=True)
             self._conn = open_index(directory)
@@ -108,14 +110,23 @@ class PhraseCache:
             return None
         if found is not None:
             found()
-        pcm, reason = read_checked(self._wav_path(entry.key), entry)
+        path = self._wav_path(entry.key)
+        pcm, reason = read_checked(path, entry)
         if reason is not None:
             self._drop(entry, reason)
             return None
+        self._hot.keep(entry, path)
         phrase = CachedPhrase(key, pcm, entry.rate_hz, entry.created)
         if record_hit:
             self.record_hit(phrase)
         return phrase
+
+    def get_now(self, key: str) -> CachedPhrase | None:
+        """Phrase ``key`` read on the caller's thread without waiting for a disk or the index,
+        if :meth:`get` returned it lately and its file is unchanged and in the page cache
+        (:mod:`edgespeak.sources.cache.hot`); else None: then call :meth:`get` (in a thread).
+        Checked as :meth:`get` checks; records no hit. Never raises, never blocks on I/O."""
+        return self._hot.read(key) if self.usable else None
 
     def record_hit(self, phrase: CachedPhrase) -> None:
         """Count a hit of ``phrase`` (from :meth:`get`): ``hits`` + 1, ``last_used`` = now,
@@ -250,6 +261,7 @@ class PhraseCache:
 
     def close(self) -> None:
         """Close the index; the cache is then unusable. Idempotent, never raises."""
+        self._hot.close()
         with self._lock:
             conn, self._conn = self._conn, None
             self.usable = False
