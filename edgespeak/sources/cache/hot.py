@@ -82,13 +82,14 @@ class HotPhrases:
             data = self._read_nowait(key, fd, entry)
         if data is None:
             return None
-        header, pcm = data[:WAV_HEADER_BYTES], data[WAV_HEADER_BYTES:]
+        view = memoryview(data)
+        header, pcm = bytes(view[:WAV_HEADER_BYTES]), bytes(view[WAV_HEADER_BYTES:])
         if check_wav(header, pcm, entry) is not None:  # the thread's read drops the entry
             self.forget(key)
             return None
         return CachedPhrase(key, pcm, entry.rate_hz, entry.created)
 
-    def _read_nowait(self, key: str, fd: int, entry: Entry) -> bytes | None:
+    def _read_nowait(self, key: str, fd: int, entry: Entry) -> bytearray | None:
         """The whole file at ``fd`` if it is still linked, as long as the row says, and all in
         the page cache; else None, forgetting a file gone or changed (lock held)."""
         size = WAV_HEADER_BYTES + entry.frames * FRAME_BYTES
@@ -107,7 +108,7 @@ class HotPhrases:
             self._nowait = False
             self._close_all()
             return None
-        return bytes(buf) if got == size else None
+        return buf if got == size else None
 
     def forget(self, key: str) -> None:
         """Stop keeping ``key`` open (nothing if it is not kept)."""
