@@ -32,6 +32,7 @@ from edgespeak.audio.writer import Writer
 from edgespeak.base.errors import AudioDeviceError
 
 MAX_FADE_MS = 20.0
+PRIME_WAIT_S = 0.001  # how long prime() waits for the writer to take it (s)
 
 
 class AlsaSink:
@@ -141,7 +142,7 @@ class AlsaSink:
         now = time.monotonic()
         if not self._closed and now - self._primed_at >= self._period_s:
             self._primed_at = now
-            self._writer.put("prime", None)
+            self._writer.prime(PRIME_WAIT_S)
 
     async def write(self, utt: Utterance, pcm: bytes) -> None:
         """Queue bytes of s16le mono PCM; waits while the queue is full. Ignored once aborted.

@@ -39,6 +39,7 @@ class Writer:
         self._lock = threading.Lock()
         self._idle = True
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._prime_taken = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alsa-writer", daemon=True)
         self._thread.start()
 
@@ -49,6 +50,17 @@ class Writer:
         with self._lock:
             self._idle = False
             self._queue.put((kind, utt, b""))
+
+    def prime(self, wait_s: float) -> bool:
+        """Queue ``prime`` and wait up to ``wait_s`` seconds for the thread to take it; returns
+        whether it did. Without the wait the thread, woken, waits for the GIL while the caller
+        (the event loop parsing an announcement) goes on in Python: the prime's drop and
+        prepare started 0.35-1.5 ms after it was asked for. Waiting lets the thread have the
+        GIL at once; it lets go of it again in the drop. Callable from any thread but the
+        writer's."""
+        self._prime_taken.clear()
+        self.put("prime", None)
+        return self._prime_taken.wait(wait_s)
 
     async def put_data(self, utt: Utterance, pcm: bytes) -> None:
         """Queue bytes of s16le mono PCM for ``utt``; waits while ``queue_chunks`` wait."""
@@ -88,6 +100,7 @@ class Writer:
                 self._shutdown()
                 return
             if kind == "prime":
+                self._prime_taken.set()
                 player.prime()
             elif utt is None:
                 continue
