@@ -137,8 +137,9 @@ class AlsaSink:
         (drained), it is prepared now. Either way the first frame is written to a prepared
         device at once. The silence resumes if no utterance begins within a period.
         A prime within a period of the previous one is already under way: not repeated (the
-        writer would wake for nothing while the first sound is on its way). Thread-safe (a
-        worker thread calls it); nothing once closed."""
+        writer would wake for nothing while the first sound is on its way). Waits up to
+        :data:`PRIME_WAIT_S` for the writer thread to take the prime (:meth:`Writer.prime`).
+        Thread-safe (a worker thread calls it); nothing once closed."""
         now = time.monotonic()
         if not self._closed and now - self._primed_at >= self._period_s:
             self._primed_at = now
