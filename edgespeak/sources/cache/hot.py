@@ -2,8 +2,9 @@
 
 A cache hit's lookup runs in a worker thread because the index (sqlite, which may wait for
 a CLI's write) and the file may be on disk, and the event loop must not wait for a disk. That
-hop costs two thread wake-ups on the way to the first sound: 0.35-0.6 ms of a 3.2-3.8 ms
-kept-open hit on the 2-vCPU test machine, measured A/B against a lookup made on the loop.
+hop costs two thread wake-ups on the way to the first sound: a lookup made on the loop (a
+blocking one, as an experiment) was 0.1-0.6 ms quicker per kept-open hit of 3.2-3.8 ms on the
+2-vCPU test machine, and this module 0.5-0.8 ms (alternating A/B runs, docs/performance.md).
 
 A phrase said again (a doorbell's) has had its row read and its file checked moments or
 hours ago. :class:`HotPhrases` keeps the last :data:`KEPT` of them: the row and an open file
@@ -23,6 +24,7 @@ freed then, not before.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -103,10 +105,14 @@ class HotPhrases:
             got = os.preadv(fd, [buf], 0, os.RWF_NOWAIT)
         except BlockingIOError:  # a page is not in the page cache
             return None
-        except OSError as exc:  # EOPNOTSUPP: this file system cannot read without waiting
-            log.debug("phrase cache: reading without waiting is not possible: %s", exc)
-            self._nowait = False
-            self._close_all()
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # no RWF_NOWAIT on this system
+                log.debug("phrase cache: reading without waiting is not possible: %s", exc)
+                self._nowait = False
+                self._close_all()
+            else:  # the file's own trouble (EIO...): the thread's read meets it and reports it
+                del self._open[key]
+                os.close(fd)
             return None
         return buf if got == size else None
 
