@@ -63,12 +63,12 @@ class CacheLookup:
             return
         self.forget()
         loop = asyncio.get_running_loop()
-        now = self._look_up_now(ann)
-        if now is None:
-            self._ahead = (ann, loop.run_in_executor(None, self._look_up, ann, False))
+        if (now := self._look_up_now(ann)) is None:
+            fut = loop.run_in_executor(None, self._look_up, ann, False)
         else:
-            self._ahead = (ann, loop.create_future())
-            self._ahead[1].set_result(now)
+            fut = loop.create_future()
+            fut.set_result(now)
+        self._ahead = (ann, fut)
 
     async def result(self, ann: Announcement, prime: bool) -> Lookup:
         """``ann``'s provider request, phrase key and verified cached phrase (None: a miss; no
@@ -118,8 +118,9 @@ class CacheLookup:
         """``ann``'s lookup made on this thread, if its phrase is a hit that can be read without
         waiting for a disk (:meth:`PhraseCache.get_now`: said lately, its file in the page
         cache), else None: a miss, or a hit to read in a thread. The request and key are
-        memoised, so building them again costs nothing; an error building them is left to
-        the thread's lookup, which raises it."""
+        memoised (a text not seen lately has them built here, CPU only, and the thread then
+        finds them kept); an error building them is left to the thread's lookup, which
+        raises it."""
         if self._cache is None:
             return None
         try:
